@@ -1,0 +1,129 @@
+"""The temporal convolutional network of Conv-TasNet, with TDCN++'s changes as flags."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .norms import make_norm
+
+__all__ = ["TCNBlock", "TCN"]
+
+
+class TCNBlock(nn.Module):
+    """1x1 conv → PReLU → norm → dilated depthwise conv → PReLU → norm → residual and skip 1x1 convs.
+
+    Shape:
+        ``(B, B_chan, T)`` → residual ``(B, B_chan, T)``, skip ``(B, Sc, T)``.
+    """
+
+    def __init__(self, bn_chan: int, hid_chan: int, skip_chan: int, kernel_size: int,
+                 dilation: int, norm: str):
+        super().__init__()
+        self.in_conv = nn.Conv1d(bn_chan, hid_chan, 1)
+        self.act1 = nn.PReLU()
+        self.norm1 = make_norm(norm, hid_chan)
+        padding = (kernel_size - 1) * dilation // 2
+        self.dconv = nn.Conv1d(hid_chan, hid_chan, kernel_size, padding=padding,
+                               dilation=dilation, groups=hid_chan)
+        self.act2 = nn.PReLU()
+        self.norm2 = make_norm(norm, hid_chan)
+        self.res_conv = nn.Conv1d(hid_chan, bn_chan, 1)
+        self.skip_conv = nn.Conv1d(hid_chan, skip_chan, 1) if skip_chan else None
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        y = self.norm1(self.act1(self.in_conv(x)))  # (B, H, T)
+        y = self.norm2(self.act2(self.dconv(y)))
+        skip = self.skip_conv(y) if self.skip_conv is not None else None
+        return self.res_conv(y), skip
+
+
+class TCN(nn.Module):
+    """Mask estimator of Conv-TasNet (Luo & Mesgarani 2019); TDCN++ (Kavalerov et al. 2019) by flags.
+
+    Args:
+        in_chan: encoder filters <N>.
+        n_src: number of masks (outputs) <C>, M for MixIT.
+        bn_chan: bottleneck channels <B>.
+        hid_chan: channels inside each block <H>.
+        skip_chan: skip-connection channels <Sc> (0: masks from the residual path).
+        kernel_size: depthwise kernel <P>.
+        n_blocks: blocks per repeat <X>, dilations 1, 2, ..., 2^(X-1).
+        n_repeats: repeats <R>.
+        norm: ``gLN`` (Conv-TasNet), ``fLN`` (TDCN++), ``cLN``, ``BN``.
+        mask_act: ``relu`` (Asteroid's Conv-TasNet), ``sigmoid`` (paper / torchaudio), ``softmax``.
+        repeat_skips: TDCN++ longer-range skip-residual connections: the input of repeat r > 0 gets
+            a 1x1-conv transform of the input of repeat r - 1 added.
+        block_scales: TDCN++ learnable scale on each block's residual output, initialised to
+            0.9^b for block index b within its repeat.
+
+    Shape:
+        ``(B, N, frames)`` → masks ``(B, n_src, N, frames)``.
+    """
+
+    def __init__(
+        self,
+        in_chan: int,
+        n_src: int,
+        bn_chan: int = 128,
+        hid_chan: int = 512,
+        skip_chan: int = 128,
+        kernel_size: int = 3,
+        n_blocks: int = 8,
+        n_repeats: int = 3,
+        norm: str = "gLN",
+        mask_act: str = "relu",
+        repeat_skips: bool = False,
+        block_scales: bool = False,
+    ):
+        super().__init__()
+        self.n_src, self.in_chan, self.n_blocks, self.n_repeats = n_src, in_chan, n_blocks, n_repeats
+        self.in_norm = make_norm(norm, in_chan)
+        self.bottleneck = nn.Conv1d(in_chan, bn_chan, 1)
+        self.blocks = nn.ModuleList(
+            TCNBlock(bn_chan, hid_chan, skip_chan, kernel_size, 2**x, norm)
+            for _ in range(n_repeats)
+            for x in range(n_blocks)
+        )
+        self.repeat_skips = (
+            nn.ModuleList(nn.Conv1d(bn_chan, bn_chan, 1) for _ in range(n_repeats - 1))
+            if repeat_skips
+            else None
+        )
+        if block_scales:
+            init = torch.tensor([0.9**x for x in range(n_blocks)]).repeat(n_repeats)
+            self.block_scales = nn.Parameter(init)
+        else:
+            self.register_parameter("block_scales", None)
+        self.use_skip = bool(skip_chan)
+        self.mask_prelu = nn.PReLU()
+        self.mask_conv = nn.Conv1d(skip_chan or bn_chan, n_src * in_chan, 1)
+        if mask_act == "relu":
+            self.mask_act = nn.ReLU()
+        elif mask_act == "sigmoid":
+            self.mask_act = nn.Sigmoid()
+        elif mask_act == "softmax":
+            self.mask_act = nn.Softmax(dim=1)
+        else:
+            raise ValueError(f"unknown mask_act {mask_act!r}: use relu, sigmoid or softmax")
+
+    def forward(self, w: Tensor) -> Tensor:
+        b, _, frames = w.shape
+        x = self.bottleneck(self.in_norm(w))  # (B, B_chan, frames)
+        skip_sum = 0.0
+        repeat_in = x
+        for i, block in enumerate(self.blocks):
+            r, k = divmod(i, self.n_blocks)
+            if k == 0 and r > 0 and self.repeat_skips is not None:
+                x = x + self.repeat_skips[r - 1](repeat_in)
+                repeat_in = x
+            res, skip = block(x)
+            if self.block_scales is not None:
+                res = res * self.block_scales[i]
+            x = x + res
+            if skip is not None:
+                skip_sum = skip_sum + skip
+        y = skip_sum if self.use_skip else x  # (B, Sc, frames)
+        scores = self.mask_conv(self.mask_prelu(y))  # (B, n_src * N, frames)
+        scores = scores.view(b, self.n_src, self.in_chan, frames)
+        return self.mask_act(scores)  # (B, n_src, N, frames)

@@ -1,0 +1,1 @@
+"""Datamodules and the mini-dataset generators that write the real on-disk formats."""

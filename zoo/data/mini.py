@@ -1,0 +1,149 @@
+"""``zoo prepare libri2mix-mini``: a small Libri2Mix written in the real on-disk format.
+
+Layout (as produced by the LibriMix scripts, Cosentino et al. 2020)::
+
+    <root>/wav8k/min/{train-100,dev,test}/{mix_clean,mix_both,mix_single,s1,s2,noise}/<ID>.wav
+    <root>/wav8k/min/metadata/mixture_<subset>_<mix_clean|mix_both|mix_single>.csv
+
+with mono PCM16 files, mixture IDs ``<spk>-<chapter>-<utt>_<spk>-<chapter>-<utt>`` and absolute
+paths in the CSVs. Speakers are disjoint between subsets, like LibriSpeech's splits.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from .synth import random_speaker, synth_noise, synth_utterance
+
+__all__ = ["MiniSpec", "prepare_libri2mix_mini", "MIX_TYPES"]
+
+MIX_TYPES = ("mix_clean", "mix_both", "mix_single")
+MARKER = ".zoo-mini.json"
+
+
+@dataclass(frozen=True)
+class MiniSpec:
+    """What the mini set contains; a different spec on disk means the set is rebuilt."""
+
+    sample_rate: int = 8000
+    mode: str = "min"
+    seed: int = 0
+    n_train: int = 400
+    n_dev: int = 24
+    n_test: int = 24
+    speakers_train: int = 40
+    speakers_dev: int = 8
+    speakers_test: int = 8
+    utterances_per_speaker: int = 12
+    min_duration: float = 2.0
+    max_duration: float = 4.0
+    version: int = 1
+
+
+SUBSETS = ("train-100", "dev", "test")
+
+
+def _pcm16(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(x * 32767), -32768, 32767).astype(np.int16)
+
+
+def _write_subset(base: Path, subset: str, n_mix: int, first_speaker: int, n_speakers: int,
+                  spec: MiniSpec, rng: np.random.Generator) -> None:
+    sr = spec.sample_rate
+    # Utterance pool: speaker -> list of (utterance id, waveform).
+    pool = []
+    for s in range(n_speakers):
+        spk_id = first_speaker + s
+        speaker = random_speaker(rng)
+        chapter = 100 + int(rng.integers(900))
+        utts = []
+        for u in range(spec.utterances_per_speaker):
+            dur = rng.uniform(spec.min_duration, spec.max_duration)
+            utts.append((f"{spk_id}-{chapter}-{u:04d}", synth_utterance(speaker, dur, sr, rng)))
+        pool.append(utts)
+    dirs = {name: base / subset / name for name in (*MIX_TYPES, "s1", "s2", "noise")}
+    for d in dirs.values():
+        d.mkdir(parents=True, exist_ok=True)
+    rows = {t: [] for t in MIX_TYPES}
+    for _ in range(n_mix):
+        a, b = rng.choice(n_speakers, size=2, replace=False)
+        id1, u1 = pool[a][rng.integers(len(pool[a]))]
+        id2, u2 = pool[b][rng.integers(len(pool[b]))]
+        length = min(len(u1), len(u2)) if spec.mode == "min" else max(len(u1), len(u2))
+        srcs = []
+        for u in (u1, u2):
+            u = u[:length] if len(u) >= length else np.pad(u, (0, length - len(u)))
+            srcs.append(u / (np.sqrt(np.mean(u**2)) + 1e-9))  # unit RMS
+        # Loudness as in LibriMix: sources within a few dB of each other, noise quieter.
+        gains_db = rng.uniform(-28, -22, size=2)
+        s1, s2 = (s * 10 ** (g / 20) for s, g in zip(srcs, gains_db, strict=True))
+        noise = synth_noise(length / sr, sr, rng)[:length]
+        noise = noise / (np.sqrt(np.mean(noise**2)) + 1e-9) * 10 ** (rng.uniform(-36, -30) / 20)
+        mixes = {"mix_clean": s1 + s2, "mix_both": s1 + s2 + noise, "mix_single": s1 + noise}
+        peak = max(np.abs(m).max() for m in mixes.values())
+        scale = min(1.0, 0.9 / peak)  # avoid clipping; same factor for every signal
+        mix_id = f"{id1}_{id2}"
+        paths = {}
+        for name, sig in (("s1", s1), ("s2", s2), ("noise", noise), *mixes.items()):
+            p = (dirs[name] / f"{mix_id}.wav").resolve()
+            sf.write(str(p), _pcm16(sig * scale), sr, subtype="PCM_16")
+            paths[name] = str(p)
+        rows["mix_clean"].append([mix_id, paths["mix_clean"], paths["s1"], paths["s2"], length])
+        rows["mix_both"].append(
+            [mix_id, paths["mix_both"], paths["s1"], paths["s2"], paths["noise"], length]
+        )
+        rows["mix_single"].append([mix_id, paths["mix_single"], paths["s1"], paths["noise"], length])
+    header = {
+        "mix_clean": ["mixture_ID", "mixture_path", "source_1_path", "source_2_path", "length"],
+        "mix_both": ["mixture_ID", "mixture_path", "source_1_path", "source_2_path", "noise_path",
+                     "length"],
+        "mix_single": ["mixture_ID", "mixture_path", "source_1_path", "noise_path", "length"],
+    }
+    meta = base / "metadata"
+    meta.mkdir(exist_ok=True)
+    for t in MIX_TYPES:
+        with open(meta / f"mixture_{subset}_{t}.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(header[t])
+            w.writerows(rows[t])
+
+
+def prepare_libri2mix_mini(root: str | Path, spec: MiniSpec | None = None,
+                           force: bool = False) -> Path:
+    """Write the mini Libri2Mix under ``root`` (the ``Libri2Mix`` folder) unless already there.
+
+    Returns ``root``. A marker file written last records the spec: a complete set with the same
+    spec is reused, anything else (an interrupted run, another spec) is rebuilt.
+    """
+    spec = spec or MiniSpec()
+    root = Path(root)
+    marker = root / MARKER
+    if not force and marker.is_file():
+        try:
+            if json.loads(marker.read_text()) == asdict(spec):
+                return root
+        except json.JSONDecodeError:
+            pass
+    base = root / f"wav{spec.sample_rate // 1000}k" / spec.mode
+    if base.exists():
+        shutil.rmtree(base)
+    marker.unlink(missing_ok=True)
+    rng = np.random.default_rng(spec.seed)
+    first = 1
+    for subset, n_mix, n_spk in (
+        ("train-100", spec.n_train, spec.speakers_train),
+        ("dev", spec.n_dev, spec.speakers_dev),
+        ("test", spec.n_test, spec.speakers_test),
+    ):
+        sub_rng = np.random.default_rng(rng.integers(2**32))
+        _write_subset(base, subset, n_mix, first, n_spk, spec, sub_rng)
+        first += n_spk
+    marker.write_text(json.dumps(asdict(spec), indent=1))
+    return root

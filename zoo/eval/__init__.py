@@ -1,0 +1,1 @@
+"""Evaluation: results files written from test runs."""

@@ -1,0 +1,18 @@
+"""Losses: pairwise signal losses and the assignment objectives that share them."""
+
+from .mixit import MixITLoss
+from .pit import HungarianLoss, PITLoss, best_matching
+from .semisup import SemiSupervisedLoss
+from .signal import NegSISDR, PairwiseLoss, PairwiseMSE, ThresholdedSNR
+
+__all__ = [
+    "PairwiseLoss",
+    "NegSISDR",
+    "ThresholdedSNR",
+    "PairwiseMSE",
+    "PITLoss",
+    "HungarianLoss",
+    "MixITLoss",
+    "SemiSupervisedLoss",
+    "best_matching",
+]
