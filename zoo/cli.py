@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"
 MINI_DATASETS = {"libri2mix-mini": "data/mini/Libri2Mix"}
 
-__all__ = ["main", "ZooCLI", "run_recipe", "available_recipes", "load_recipe", "prepare"]
+__all__ = ["main", "ZooCLI", "run_recipe", "recipe_args", "available_recipes", "load_recipe", "prepare"]
 
 
 class RecipeError(ValueError):
@@ -100,25 +100,33 @@ def _archive_previous(out: Path) -> None:
         print(f"[zoo] previous results moved to {dest}", flush=True)
 
 
-def run_recipe(name: str, data: str | None = None, gpus: int = 0, nodes: int = 1,
-               overrides: list[str] | None = None, results: str | Path = "results") -> dict:
-    """Prepare → fit → test the best checkpoint → ``results/<name>/metrics.json``."""
+def recipe_args(name: str, data: str | None = None, gpus: int = 0, nodes: int = 1,
+                overrides: list[str] | None = None, results: str | Path = "results",
+                mini_root: str | Path | None = None, prepare_data: bool = True) -> dict:
+    """Resolve a recipe into LightningCLI arguments (see :func:`run_recipe` for the parameters).
+
+    Returns a dict with ``args`` (the LightningCLI argument list), ``name``, ``out`` (run folder),
+    ``mini`` (bool) and ``root`` (dataset root). Writes the recipe body into the run folder.
+    """
     spec = load_recipe(name)
     name = Path(name).stem
     meta = spec.pop("recipe", {}) or {}
     compose = spec.pop("compose", [])
-    mini_overrides = spec.pop("mini", None)
+    mini_overrides = dict(spec.pop("mini", None) or {})
     out = Path(results) / name
     is_child = "LOCAL_RANK" in os.environ  # a DDP worker re-running this command
     use_mini = data is None
     if use_mini:
         target = meta.get("mini_dataset", "libri2mix-mini")
-        root = REPO / MINI_DATASETS[target]
-        if not is_child:
-            prepare(target, str(root))
+        if mini_root is not None:
+            root = Path(mini_root)
+        else:
+            root = REPO / MINI_DATASETS[target]
+            if prepare_data and not is_child:
+                prepare(target, str(root))
     else:
         root = Path(data).expanduser().resolve()
-    if not is_child:
+    if prepare_data and not is_child:
         _archive_previous(out)
     out.mkdir(parents=True, exist_ok=True)
     # Recipe body and mini overrides go to files in the run folder: a record of what ran.
@@ -126,7 +134,6 @@ def run_recipe(name: str, data: str | None = None, gpus: int = 0, nodes: int = 1
     args = [a for frag in compose for a in ("--config", str(REPO / frag))]
     args += ["--config", str(out / "recipe.yaml")]
     if use_mini and mini_overrides:
-        mini_overrides = dict(mini_overrides)
         for frag in mini_overrides.pop("compose", []):
             args += ["--config", str(REPO / frag)]
         if mini_overrides:
@@ -139,20 +146,40 @@ def run_recipe(name: str, data: str | None = None, gpus: int = 0, nodes: int = 1
         if gpus * nodes > 1:
             args += ["--trainer.strategy=ddp"]
     args += list(overrides or [])
+    return {"args": args, "name": name, "out": out, "mini": use_mini, "root": root}
+
+
+def run_recipe(name: str, data: str | None = None, gpus: int = 0, nodes: int = 1,
+               overrides: list[str] | None = None, results: str | Path = "results",
+               mini_root: str | Path | None = None) -> dict:
+    """Prepare → fit → test the best checkpoint → ``results/<name>/metrics.json``.
+
+    Args:
+        name: recipe name (``recipes/<name>.yaml``) or path to a recipe file.
+        data: dataset root; ``None`` runs on the built-in mini dataset.
+        gpus, nodes: GPUs per node and nodes (DDP when more than one GPU in all).
+        overrides: LightningCLI arguments applied last (``--trainer.max_epochs=3``).
+        results: parent folder of the run folder ``<results>/<name>``.
+        mini_root: where the mini dataset lives (default ``data/mini/...``); an existing mini set
+            there is used as it is.
+    """
+    r = recipe_args(name, data, gpus, nodes, overrides, results, mini_root)
+    name, out, use_mini = r["name"], r["out"], r["mini"]
 
     from .eval.results import ResultsWriter
 
-    cli = _cli_class()(args=args, run=False)
+    cli = _cli_class()(args=r["args"], run=False)
     writer = ResultsWriter(str(out), recipe=name, mini=use_mini,
                            extra={"data_source": "built-in mini dataset (synthetic)" if use_mini
-                                  else str(root)})
+                                  else str(r["root"])})
     cli.trainer.callbacks.append(writer)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    ckpt = "best" if cli.trainer.checkpoint_callback and cli.trainer.checkpoint_callback.best_model_path else None
-    cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt)
+    has_best = cli.trainer.checkpoint_callback and cli.trainer.checkpoint_callback.best_model_path
+    cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path="best" if has_best else None)
     result = writer.last or {}
     if cli.trainer.is_global_zero:
-        label = " (mini dataset: synthetic speech, not comparable to published numbers)" if use_mini else ""
+        label = (" (mini dataset: synthetic speech, not comparable to published numbers)"
+                 if use_mini else "")
         print(f"\n[zoo] {name}: test SI-SDR {result.get('si_sdr', float('nan')):.2f} dB, "
               f"SI-SDRi {result.get('si_sdri', float('nan')):.2f} dB over {result.get('n_items')} "
               f"items{label}; wall time {result.get('wall_time_s')} s\n[zoo] results in "

@@ -76,13 +76,15 @@ class ConvTasNet(nn.Module):
         self.sources = list(sources) if sources is not None else [f"s{i + 1}" for i in range(n_src)]
         self.audio_channels = None  # any: channels are processed independently
         self.use_mixture_consistency = mixture_consistency
-        self.encoder, self.decoder = make_enc_dec(
+        encoder, decoder = make_enc_dec(
             "free", n_filters=n_filters, kernel_size=kernel_size, stride=kernel_size // 2
         )
+        self.encoder = encoder
         self.masker = TCN(
             n_filters, n_src, bn_chan, hid_chan, skip_chan, conv_kernel_size, n_blocks, n_repeats,
             norm, mask_act, repeat_skips, block_scales,
         )
+        self.decoder = decoder
 
     def forward(self, mix: Tensor) -> Tensor:
         if mix.ndim != 3:

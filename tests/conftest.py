@@ -1,0 +1,32 @@
+import importlib.util
+
+import pytest
+import torch
+
+FIXTURES = __import__("pathlib").Path(__file__).parent / "fixtures"
+
+
+def has_module(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+needs_asteroid = pytest.mark.skipif(not has_module("asteroid"), reason="peer not installed "
+                                    "(make bench-install)")
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+TINY_SPEC = dict(n_train=16, n_dev=4, n_test=5, speakers_train=6, speakers_dev=3,
+                 speakers_test=3, utterances_per_speaker=3)
+
+
+@pytest.fixture(scope="session")
+def tiny_libri2mix(tmp_path_factory):
+    """A small mini Libri2Mix (real format), built once per test session."""
+    from zoo.data.mini import MiniSpec, prepare_libri2mix_mini
+
+    root = tmp_path_factory.mktemp("data") / "Libri2Mix"
+    return prepare_libri2mix_mini(root, MiniSpec(**TINY_SPEC))

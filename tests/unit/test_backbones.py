@@ -1,0 +1,74 @@
+"""Backbones: paper parameter counts, shapes, gradients, TDCN++ flags."""
+
+import pytest
+import torch
+
+from tests.conftest import needs_asteroid
+from zoo.backbones import ConvTasNet, conv_tasnet_paper, tdcnpp_mixit
+from zoo.backbones.layers.norms import FeatureLayerNorm, GlobalLayerNorm
+
+SMALL = dict(n_filters=32, kernel_size=16, bn_chan=16, hid_chan=32, skip_chan=16, n_blocks=3,
+             n_repeats=2)
+
+
+def n_params(m):
+    return sum(p.numel() for p in m.parameters())
+
+
+def test_conv_tasnet_paper_parameter_count():
+    # Luo & Mesgarani 2019 report 5.1 M; the exact count of this layout (Asteroid's) is 5,050,545.
+    assert n_params(conv_tasnet_paper(n_src=2)) == 5_050_545
+    # each extra source adds one N-channel mask: Sc*N + N parameters
+    assert n_params(conv_tasnet_paper(n_src=3)) - n_params(conv_tasnet_paper(n_src=2)) == 128 * 512 + 512
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+@pytest.mark.parametrize("n_src", [1, 2, 4])
+def test_shapes_any_outputs_and_channels(n_src, channels):
+    m = ConvTasNet(n_src=n_src, **SMALL)
+    for t in (1600, 1603):  # lengths that are and are not a multiple of the hop
+        assert m(torch.randn(2, channels, t)).shape == (2, n_src, channels, t)
+
+
+def test_gradients_reach_every_parameter():
+    m = ConvTasNet(n_src=3, repeat_skips=True, block_scales=True, norm="fLN", **SMALL)
+    m(torch.randn(2, 1, 800)).pow(2).mean().backward()
+    missing = [n for n, p in m.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    # The last block's residual conv feeds nothing when masks come from the skip path: a dead
+    # parameter that Asteroid's layout has too (torchaudio omits it). Kept for weight compatibility.
+    last = SMALL["n_blocks"] * SMALL["n_repeats"] - 1
+    assert missing == [f"masker.blocks.{last}.res_conv.weight", f"masker.blocks.{last}.res_conv.bias"]
+
+
+def test_tdcnpp_flags():
+    m = ConvTasNet(n_src=4, norm="fLN", repeat_skips=True, block_scales=True,
+                   mixture_consistency=True, **SMALL)
+    assert torch.allclose(m.masker.block_scales, torch.tensor([1.0, 0.9, 0.81] * 2))
+    assert len(m.masker.repeat_skips) == SMALL["n_repeats"] - 1
+    assert isinstance(m.masker.in_norm, FeatureLayerNorm)
+    mix = torch.randn(3, 1, 1000)
+    torch.testing.assert_close(m(mix).sum(1), mix, atol=1e-5, rtol=0)  # mixture consistency
+    assert isinstance(conv_tasnet_paper().masker.in_norm, GlobalLayerNorm)
+    assert tdcnpp_mixit().n_src == 4
+
+
+def test_feature_layer_norm_normalises_each_channel_over_time():
+    x = torch.randn(2, 5, 300) * torch.arange(1, 6)[None, :, None] + 3
+    y = FeatureLayerNorm(5)(x)
+    torch.testing.assert_close(y.mean(-1), torch.zeros(2, 5), atol=1e-5, rtol=0)
+    torch.testing.assert_close(y.std(-1, unbiased=False), torch.ones(2, 5), atol=1e-4, rtol=0)
+
+
+def test_bad_input_shape_and_sources():
+    with pytest.raises(ValueError, match=r"\(batch, channels, time\).*\(100,\)"):
+        ConvTasNet(**SMALL)(torch.randn(100))
+    with pytest.raises(ValueError, match="sources"):
+        ConvTasNet(n_src=2, sources=["a"], **SMALL)
+
+
+@needs_asteroid
+def test_same_layout_as_asteroid_conv_tasnet():
+    from asteroid.models import ConvTasNet as AsteroidConvTasNet
+
+    ours, theirs = conv_tasnet_paper().state_dict(), AsteroidConvTasNet(n_src=2).state_dict()
+    assert [v.shape for v in ours.values()] == [v.shape for v in theirs.values()]
