@@ -10,8 +10,9 @@ def has_module(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
-needs_asteroid = pytest.mark.skipif(not has_module("asteroid"), reason="peer not installed "
-                                    "(make bench-install)")
+needs_asteroid = pytest.mark.skipif(
+    not has_module("asteroid"), reason="peer not installed (make bench-install)"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -19,8 +20,15 @@ def _seed():
     torch.manual_seed(0)
 
 
-TINY_SPEC = dict(n_train=16, n_dev=4, n_test=5, speakers_train=6, speakers_dev=3,
-                 speakers_test=3, utterances_per_speaker=3)
+TINY_SPEC = dict(
+    n_train=16,
+    n_dev=4,
+    n_test=5,
+    speakers_train=6,
+    speakers_dev=3,
+    speakers_test=3,
+    utterances_per_speaker=3,
+)
 
 
 @pytest.fixture(scope="session")

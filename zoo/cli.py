@@ -25,7 +25,14 @@ REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"
 MINI_DATASETS = {"libri2mix-mini": "data/mini/Libri2Mix"}
 
-__all__ = ["main", "ZooCLI", "run_recipe", "recipe_args", "available_recipes", "load_recipe", "prepare"]
+__all__ = [
+    "main",
+    "run_recipe",
+    "recipe_args",
+    "available_recipes",
+    "load_recipe",
+    "prepare",
+]
 
 
 class RecipeError(ValueError):
@@ -65,8 +72,9 @@ def _cli_class():
         def __init__(self, *args, **kwargs):
             kwargs.setdefault("save_config_kwargs", {"overwrite": True})
             kwargs.setdefault("auto_configure_optimizers", False)
-            super().__init__(SeparationSystem, L.LightningDataModule, *args,
-                             subclass_mode_data=True, **kwargs)
+            super().__init__(
+                SeparationSystem, L.LightningDataModule, *args, subclass_mode_data=True, **kwargs
+            )
 
     return ZooCLI
 
@@ -80,7 +88,9 @@ def __getattr__(name):  # ZooCLI without importing lightning at `import zoo.cli`
 def prepare(target: str, root: str | None = None, force: bool = False) -> Path:
     """Build a built-in mini dataset (``libri2mix-mini``) in the real on-disk format."""
     if target not in MINI_DATASETS:
-        raise ValueError(f"unknown dataset {target!r}; `zoo prepare` knows: {sorted(MINI_DATASETS)}")
+        raise ValueError(
+            f"unknown dataset {target!r}; `zoo prepare` knows: {sorted(MINI_DATASETS)}"
+        )
     root = Path(root or REPO / MINI_DATASETS[target])
     if target == "libri2mix-mini":
         from .data.mini import prepare_libri2mix_mini
@@ -100,9 +110,16 @@ def _archive_previous(out: Path) -> None:
         print(f"[zoo] previous results moved to {dest}", flush=True)
 
 
-def recipe_args(name: str, data: str | None = None, gpus: int = 0, nodes: int = 1,
-                overrides: list[str] | None = None, results: str | Path = "results",
-                mini_root: str | Path | None = None, prepare_data: bool = True) -> dict:
+def recipe_args(
+    name: str,
+    data: str | None = None,
+    gpus: int = 0,
+    nodes: int = 1,
+    overrides: list[str] | None = None,
+    results: str | Path = "results",
+    mini_root: str | Path | None = None,
+    prepare_data: bool = True,
+) -> dict:
     """Resolve a recipe into LightningCLI arguments (see :func:`run_recipe` for the parameters).
 
     Returns a dict with ``args`` (the LightningCLI argument list), ``name``, ``out`` (run folder),
@@ -141,17 +158,26 @@ def recipe_args(name: str, data: str | None = None, gpus: int = 0, nodes: int = 
             args += ["--config", str(out / "mini.yaml")]
     args += [f"--data.init_args.root={root}", f"--trainer.default_root_dir={out}"]
     if gpus:
-        args += ["--trainer.accelerator=gpu", f"--trainer.devices={gpus}",
-                 f"--trainer.num_nodes={nodes}"]
+        args += [
+            "--trainer.accelerator=gpu",
+            f"--trainer.devices={gpus}",
+            f"--trainer.num_nodes={nodes}",
+        ]
         if gpus * nodes > 1:
             args += ["--trainer.strategy=ddp"]
     args += list(overrides or [])
     return {"args": args, "name": name, "out": out, "mini": use_mini, "root": root}
 
 
-def run_recipe(name: str, data: str | None = None, gpus: int = 0, nodes: int = 1,
-               overrides: list[str] | None = None, results: str | Path = "results",
-               mini_root: str | Path | None = None) -> dict:
+def run_recipe(
+    name: str,
+    data: str | None = None,
+    gpus: int = 0,
+    nodes: int = 1,
+    overrides: list[str] | None = None,
+    results: str | Path = "results",
+    mini_root: str | Path | None = None,
+) -> dict:
     """Prepare → fit → test the best checkpoint → ``results/<name>/metrics.json``.
 
     Args:
@@ -169,21 +195,30 @@ def run_recipe(name: str, data: str | None = None, gpus: int = 0, nodes: int = 1
     from .eval.results import ResultsWriter
 
     cli = _cli_class()(args=r["args"], run=False)
-    writer = ResultsWriter(str(out), recipe=name, mini=use_mini,
-                           extra={"data_source": "built-in mini dataset (synthetic)" if use_mini
-                                  else str(r["root"])})
+    writer = ResultsWriter(
+        str(out),
+        recipe=name,
+        mini=use_mini,
+        extra={"data_source": "built-in mini dataset (synthetic)" if use_mini else str(r["root"])},
+    )
     cli.trainer.callbacks.append(writer)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     has_best = cli.trainer.checkpoint_callback and cli.trainer.checkpoint_callback.best_model_path
     cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path="best" if has_best else None)
     result = writer.last or {}
     if cli.trainer.is_global_zero:
-        label = (" (mini dataset: synthetic speech, not comparable to published numbers)"
-                 if use_mini else "")
-        print(f"\n[zoo] {name}: test SI-SDR {result.get('si_sdr', float('nan')):.2f} dB, "
-              f"SI-SDRi {result.get('si_sdri', float('nan')):.2f} dB over {result.get('n_items')} "
-              f"items{label}; wall time {result.get('wall_time_s')} s\n[zoo] results in "
-              f"{out / 'metrics.json'}", flush=True)
+        label = (
+            " (mini dataset: synthetic speech, not comparable to published numbers)"
+            if use_mini
+            else ""
+        )
+        print(
+            f"\n[zoo] {name}: test SI-SDR {result.get('si_sdr', float('nan')):.2f} dB, "
+            f"SI-SDRi {result.get('si_sdri', float('nan')):.2f} dB over {result.get('n_items')} "
+            f"items{label}; wall time {result.get('wall_time_s')} s\n[zoo] results in "
+            f"{out / 'metrics.json'}",
+            flush=True,
+        )
     return result
 
 

@@ -98,8 +98,14 @@ class SeparationSystem(L.LightningModule):
         n = est.shape[0]
         for name in ("si_sdr", "si_sdri"):
             self.metrics[f"{stage}_{name}"].update(scores[name].mean(-1))
-            self.log(f"{stage}/{name}", self.metrics[f"{stage}_{name}"], prog_bar=name == "si_sdri",
-                     batch_size=n, on_epoch=True, on_step=False)
+            self.log(
+                f"{stage}/{name}",
+                self.metrics[f"{stage}_{name}"],
+                prog_bar=name == "si_sdri",
+                batch_size=n,
+                on_epoch=True,
+                on_step=False,
+            )
         return scores
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -111,8 +117,11 @@ class SeparationSystem(L.LightningModule):
     def test_step(self, batch: dict, batch_idx: int) -> None:
         scores = self._eval_step(batch, "test")
         for i, item_id in enumerate(batch["id"]):
-            row = {"id": item_id, "si_sdr": float(scores["si_sdr"][i].mean()),
-                   "si_sdri": float(scores["si_sdri"][i].mean())}
+            row = {
+                "id": item_id,
+                "si_sdr": float(scores["si_sdr"][i].mean()),
+                "si_sdri": float(scores["si_sdri"][i].mean()),
+            }
             for j in range(scores["si_sdr"].shape[1]):
                 row[f"si_sdr_s{j + 1}"] = float(scores["si_sdr"][i, j])
                 row[f"est_for_s{j + 1}"] = int(scores["perm"][i, j])
@@ -130,5 +139,7 @@ class SeparationSystem(L.LightningModule):
         if self.scheduler_factory is None:
             return opt
         sched = self.scheduler_factory(opt)
-        return {"optimizer": opt,
-                "lr_scheduler": {"scheduler": sched, "monitor": self.monitor, "interval": "epoch"}}
+        return {
+            "optimizer": opt,
+            "lr_scheduler": {"scheduler": sched, "monitor": self.monitor, "interval": "epoch"},
+        }

@@ -14,10 +14,24 @@ from zoo.eval.results import ResultsWriter
 from zoo.losses import PITLoss
 from zoo.system import SeparationSystem
 
-SMOKE = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
-         "--trainer.limit_val_batches=2", "--trainer.enable_progress_bar=false"]
-REQUIRED = {"recipe", "dataset", "mini", "split", "n_items", "si_sdr", "si_sdri", "params",
-            "git_sha", "wall_time_s"}
+SMOKE = [
+    "--trainer.max_epochs=1",
+    "--trainer.limit_train_batches=2",
+    "--trainer.limit_val_batches=2",
+    "--trainer.enable_progress_bar=false",
+]
+REQUIRED = {
+    "recipe",
+    "dataset",
+    "mini",
+    "split",
+    "n_items",
+    "si_sdr",
+    "si_sdri",
+    "params",
+    "git_sha",
+    "wall_time_s",
+}
 
 
 @pytest.mark.parametrize("name", available_recipes())
@@ -44,18 +58,32 @@ def test_rerun_keeps_the_previous_results(tiny_libri2mix, tmp_path):
 
 
 def _test_run(model, dm, out, **trainer_kw):
-    trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, callbacks=[ResultsWriter(str(out))],
-                        **trainer_kw)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        callbacks=[ResultsWriter(str(out))],
+        **trainer_kw,
+    )
     trainer.test(model, datamodule=dm)
-    return json.loads((out / "metrics.json").read_text()), list(csv.DictReader(
-        open(out / "test_items.csv")))
+    return json.loads((out / "metrics.json").read_text()), list(
+        csv.DictReader(open(out / "test_items.csv"))
+    )
 
 
 def test_ddp_two_processes_equal_one_process(tiny_libri2mix, tmp_path):
     L.seed_everything(0)
-    backbone = ConvTasNet(n_src=2, n_filters=32, kernel_size=16, bn_chan=16, hid_chan=32,
-                          skip_chan=16, n_blocks=3, n_repeats=1)
+    backbone = ConvTasNet(
+        n_src=2,
+        n_filters=32,
+        kernel_size=16,
+        bn_chan=16,
+        hid_chan=32,
+        skip_chan=16,
+        n_blocks=3,
+        n_repeats=1,
+    )
     model = SeparationSystem(backbone, PITLoss())
     dm = Libri2MixDataModule(str(tiny_libri2mix), train_subset="train-100")
     one, rows_one = _test_run(model, dm, tmp_path / "one", devices=1)

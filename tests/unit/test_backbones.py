@@ -7,8 +7,9 @@ from tests.conftest import needs_asteroid
 from zoo.backbones import ConvTasNet, conv_tasnet_paper, tdcnpp_mixit
 from zoo.backbones.layers.norms import FeatureLayerNorm, GlobalLayerNorm
 
-SMALL = dict(n_filters=32, kernel_size=16, bn_chan=16, hid_chan=32, skip_chan=16, n_blocks=3,
-             n_repeats=2)
+SMALL = dict(
+    n_filters=32, kernel_size=16, bn_chan=16, hid_chan=32, skip_chan=16, n_blocks=3, n_repeats=2
+)
 
 
 def n_params(m):
@@ -19,7 +20,10 @@ def test_conv_tasnet_paper_parameter_count():
     # Luo & Mesgarani 2019 report 5.1 M; the exact count of this layout (Asteroid's) is 5,050,545.
     assert n_params(conv_tasnet_paper(n_src=2)) == 5_050_545
     # each extra source adds one N-channel mask: Sc*N + N parameters
-    assert n_params(conv_tasnet_paper(n_src=3)) - n_params(conv_tasnet_paper(n_src=2)) == 128 * 512 + 512
+    assert (
+        n_params(conv_tasnet_paper(n_src=3)) - n_params(conv_tasnet_paper(n_src=2))
+        == 128 * 512 + 512
+    )
 
 
 @pytest.mark.parametrize("channels", [1, 2])
@@ -37,12 +41,16 @@ def test_gradients_reach_every_parameter():
     # The last block's residual conv feeds nothing when masks come from the skip path: a dead
     # parameter that Asteroid's layout has too (torchaudio omits it). Kept for weight compatibility.
     last = SMALL["n_blocks"] * SMALL["n_repeats"] - 1
-    assert missing == [f"masker.blocks.{last}.res_conv.weight", f"masker.blocks.{last}.res_conv.bias"]
+    assert missing == [
+        f"masker.blocks.{last}.res_conv.weight",
+        f"masker.blocks.{last}.res_conv.bias",
+    ]
 
 
 def test_tdcnpp_flags():
-    m = ConvTasNet(n_src=4, norm="fLN", repeat_skips=True, block_scales=True,
-                   mixture_consistency=True, **SMALL)
+    m = ConvTasNet(
+        n_src=4, norm="fLN", repeat_skips=True, block_scales=True, mixture_consistency=True, **SMALL
+    )
     assert torch.allclose(m.masker.block_scales, torch.tensor([1.0, 0.9, 0.81] * 2))
     assert len(m.masker.repeat_skips) == SMALL["n_repeats"] - 1
     assert isinstance(m.masker.in_norm, FeatureLayerNorm)
@@ -70,5 +78,26 @@ def test_bad_input_shape_and_sources():
 def test_same_layout_as_asteroid_conv_tasnet():
     from asteroid.models import ConvTasNet as AsteroidConvTasNet
 
-    ours, theirs = conv_tasnet_paper().state_dict(), AsteroidConvTasNet(n_src=2).state_dict()
-    assert [v.shape for v in ours.values()] == [v.shape for v in theirs.values()]
+    peer = AsteroidConvTasNet(n_src=2).eval()  # its model default is a sigmoid mask
+    ours = ConvTasNet(n_src=2, mask_act="sigmoid").eval()
+    theirs = peer.state_dict()
+    assert [v.shape for v in ours.state_dict().values()] == [v.shape for v in theirs.values()]
+    ours.load_state_dict(dict(zip(ours.state_dict(), theirs.values(), strict=True)), strict=True)
+    x = torch.randn(2, 1, 12000)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x)[:, :, 0], peer(x), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("norm,dims", [("gLN", (1, 2)), ("fLN", (2,)), ("cLN", (1,))])
+def test_norms_equal_their_definition(norm, dims):
+    from zoo.backbones.layers.norms import make_norm
+
+    layer = make_norm(norm, 6)
+    with torch.no_grad():
+        layer.gamma.uniform_(0.5, 1.5)
+        layer.beta.uniform_(-1, 1)
+    x = torch.randn(3, 6, 50) * 2 + 1
+    mean = x.mean(dims, keepdim=True)
+    var = x.var(dims, keepdim=True, unbiased=False)
+    expect = (x - mean) / torch.sqrt(var + 1e-8) * layer.gamma[:, None] + layer.beta[:, None]
+    torch.testing.assert_close(layer(x), expect, atol=1e-5, rtol=1e-5)

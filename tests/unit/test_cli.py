@@ -9,8 +9,11 @@ from zoo.backbones import ConvTasNet
 from zoo.cli import RecipeError, ZooCLI, available_recipes, load_recipe, main, recipe_args
 from zoo.losses import MixITLoss, PITLoss, SemiSupervisedLoss
 
-EXPECTED = {"libri2mix_pit": (PITLoss, 2), "libri2mix_mixit": (MixITLoss, 4),
-            "libri2mix_semisup_mixit": (SemiSupervisedLoss, 4)}
+EXPECTED = {
+    "libri2mix_pit": (PITLoss, 2),
+    "libri2mix_mixit": (MixITLoss, 4),
+    "libri2mix_semisup_mixit": (SemiSupervisedLoss, 4),
+}
 
 
 def test_core_recipes_exist():
@@ -33,8 +36,13 @@ def test_unknown_recipe_from_the_command_line(capsys):
 @pytest.mark.parametrize("name", available_recipes())
 @pytest.mark.parametrize("mini", [True, False])
 def test_every_recipe_instantiates(name, mini, tmp_path):
-    r = recipe_args(name, data=None if mini else str(tmp_path / "Libri2Mix"), results=tmp_path,
-                    mini_root=tmp_path / "mini", prepare_data=False)
+    r = recipe_args(
+        name,
+        data=None if mini else str(tmp_path / "Libri2Mix"),
+        results=tmp_path,
+        mini_root=tmp_path / "mini",
+        prepare_data=False,
+    )
     cli = ZooCLI(args=r["args"], run=False)
     assert isinstance(cli.model.backbone, ConvTasNet)
     loss_cls, n_out = EXPECTED.get(name, (object, None))
@@ -51,12 +59,18 @@ def test_every_recipe_instantiates(name, mini, tmp_path):
 
 
 def test_recipe_overrides_apply_last(tmp_path):
-    r = recipe_args("libri2mix_pit", results=tmp_path, mini_root=tmp_path / "m",
-                    prepare_data=False, overrides=["--trainer.max_epochs=2"])
+    r = recipe_args(
+        "libri2mix_pit",
+        results=tmp_path,
+        mini_root=tmp_path / "m",
+        prepare_data=False,
+        overrides=["--trainer.max_epochs=2"],
+    )
     assert ZooCLI(args=r["args"], run=False).trainer.max_epochs == 2
 
 
 def test_zoo_console_entry_point_help():
-    out = subprocess.run([sys.executable, "-m", "zoo.cli", "--help"], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "zoo.cli", "--help"], capture_output=True, text=True, check=True
+    ).stdout
     assert "recipe NAME" in out and "prepare libri2mix-mini" in out

@@ -80,7 +80,8 @@ def test_moved_dataset_falls_back_to_root_relative_paths(tiny_libri2mix, tmp_pat
     csv_path.write_text(csv_path.read_text().replace(str(tiny_libri2mix), "/nonexistent/Libri2Mix"))
     ds = Libri2MixDataset(moved, "dev", "sep_clean")
     assert ds.resolve(ds.rows[0]["mixture_path"]) == moved / "wav8k/min/dev/mix_clean" / (
-        ds.rows[0]["mixture_ID"] + ".wav")
+        ds.rows[0]["mixture_ID"] + ".wav"
+    )
     assert ds[0]["sources"].shape[0] == 2
 
 
@@ -158,8 +159,9 @@ def test_eval_sampler_splits_without_padding(tiny_libri2mix):
 
 
 def test_datamodule_batches(tiny_libri2mix):
-    dm = Libri2MixDataModule(str(tiny_libri2mix), train_subset="train-100", targets="mixtures",
-                             segment=1.0, batch_size=4)
+    dm = Libri2MixDataModule(
+        str(tiny_libri2mix), train_subset="train-100", targets="mixtures", segment=1.0, batch_size=4
+    )
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch["mix"].shape == (4, 1, 8000) and batch["ref"].shape == (4, 2, 1, 8000)

@@ -70,8 +70,12 @@ def test_pit_against_torchmetrics_live():
     ref = torch.randn(5, 3, 1000)
     est = ref[:, [2, 0, 1]] + torch.randn(5, 3, 1000)
     metric, perm = permutation_invariant_training(
-        est, ref, lambda p, r: scale_invariant_signal_distortion_ratio(p, r, zero_mean=True),
-        mode="speaker-wise", eval_func="max")
+        est,
+        ref,
+        lambda p, r: scale_invariant_signal_distortion_ratio(p, r, zero_mean=True),
+        mode="speaker-wise",
+        eval_func="max",
+    )
     _, info = PITLoss(NegSISDR())(est, ref)
     assert torch.equal(info["perm"], perm)
     torch.testing.assert_close(-info["per_item"], metric, atol=DB_TOL, rtol=0)
@@ -127,7 +131,15 @@ def _brute_force_mixit(signal_loss, est, mixtures):
     for assign in itertools.product(range(n_mix), repeat=m):
         a = torch.nn.functional.one_hot(torch.tensor(assign), n_mix).T.float()  # (n_mix, M)
         remix = a @ est  # (B, n_mix, T)
-        per_mix = torch.stack([torch.diagonal(signal_loss(remix[:, j : j + 1], mixtures[:, j : j + 1]), dim1=1, dim2=2)[:, 0] for j in range(n_mix)], -1)
+        per_mix = torch.stack(
+            [
+                torch.diagonal(
+                    signal_loss(remix[:, j : j + 1], mixtures[:, j : j + 1]), dim1=1, dim2=2
+                )[:, 0]
+                for j in range(n_mix)
+            ],
+            -1,
+        )
         val = per_mix.mean(-1)
         best = val if best is None else torch.minimum(best, val)
     return best
@@ -138,8 +150,9 @@ def _brute_force_mixit(signal_loss, est, mixtures):
 def test_mixit_matches_brute_force(n_mix, m, signal_loss):
     est, mixtures = torch.randn(3, m, 200), torch.randn(3, n_mix, 200)
     _, info = MixITLoss(signal_loss)(est, mixtures)
-    torch.testing.assert_close(info["per_item"], _brute_force_mixit(signal_loss, est, mixtures),
-                               atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        info["per_item"], _brute_force_mixit(signal_loss, est, mixtures), atol=1e-4, rtol=0
+    )
 
 
 def test_all_assignments_order():
@@ -232,9 +245,16 @@ def test_bad_shapes_name_both_shapes(loss, est_shape, ref_shape):
     assert str(tuple(est_shape)) in str(err.value) and str(tuple(ref_shape)) in str(err.value)
 
 
-@pytest.mark.parametrize("objective", [PITLoss(NegSISDR()), PITLoss(ThresholdedSNR()),
-                                       MixITLoss(), MixITLoss(NegSISDR()),
-                                       HungarianLoss(unmatched="silence")])
+@pytest.mark.parametrize(
+    "objective",
+    [
+        PITLoss(NegSISDR()),
+        PITLoss(ThresholdedSNR()),
+        MixITLoss(),
+        MixITLoss(NegSISDR()),
+        HungarianLoss(unmatched="silence"),
+    ],
+)
 def test_silent_signals_give_finite_loss_and_gradients(objective):
     ref = torch.randn(2, 2, 200)
     ref[0, 1] = 0.0  # silent reference

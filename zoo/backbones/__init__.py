@@ -1,4 +1,4 @@
-"""Separation networks. Every backbone maps ``(B, C, T)`` waveforms to ``(B, S, C, T)`` estimates."""
+"""Separation networks: every backbone maps ``(B, C, T)`` waveforms to ``(B, S, C, T)``."""
 
 from .convtasnet import ConvTasNet, conv_tasnet_paper, tdcnpp_mixit
 

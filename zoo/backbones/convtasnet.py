@@ -81,8 +81,18 @@ class ConvTasNet(nn.Module):
         )
         self.encoder = encoder
         self.masker = TCN(
-            n_filters, n_src, bn_chan, hid_chan, skip_chan, conv_kernel_size, n_blocks, n_repeats,
-            norm, mask_act, repeat_skips, block_scales,
+            n_filters,
+            n_src,
+            bn_chan,
+            hid_chan,
+            skip_chan,
+            conv_kernel_size,
+            n_blocks,
+            n_repeats,
+            norm,
+            mask_act,
+            repeat_skips,
+            block_scales,
         )
         self.decoder = decoder
 
@@ -113,7 +123,18 @@ def tdcnpp_mixit(n_src: int = 4, sample_rate: int = 8000) -> ConvTasNet:
     learnable block scales and mixture consistency. Channel widths are our choice where the paper
     does not state them (see ``conf/backbone/tdcnpp.yaml``)."""
     return ConvTasNet(
-        n_src=n_src, sample_rate=sample_rate, n_filters=256, kernel_size=sample_rate // 400,
-        bn_chan=256, hid_chan=512, skip_chan=256, n_blocks=8, n_repeats=4, norm="fLN",
-        mask_act="sigmoid", repeat_skips=True, block_scales=True, mixture_consistency=True,
+        n_src=n_src,
+        sample_rate=sample_rate,
+        n_filters=256,
+        kernel_size=sample_rate // 400,
+        bn_chan=256,
+        hid_chan=512,
+        skip_chan=256,
+        n_blocks=8,
+        n_repeats=4,
+        norm="fLN",
+        mask_act="sigmoid",
+        repeat_skips=True,
+        block_scales=True,
+        mixture_consistency=True,
     )

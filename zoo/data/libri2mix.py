@@ -18,8 +18,14 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from .audio import read_audio
 
-__all__ = ["Libri2MixDataset", "MixtureOfMixtures", "Libri2MixDataModule", "TASKS",
-           "EvalSampler", "DatasetNotFoundError"]
+__all__ = [
+    "Libri2MixDataset",
+    "MixtureOfMixtures",
+    "Libri2MixDataModule",
+    "TASKS",
+    "EvalSampler",
+    "DatasetNotFoundError",
+]
 
 # task -> (mixture type in the CSV name, source columns)
 TASKS = {
@@ -51,7 +57,9 @@ def metadata_path(root: Path, sample_rate: int, mode: str, subset: str, task: st
             "scripts, or build the built-in mini set with `zoo prepare libri2mix-mini`"
         )
         if not root.is_dir():
-            raise DatasetNotFoundError(f"Libri2Mix root not found: expected a folder at {root}; {hint}")
+            raise DatasetNotFoundError(
+                f"Libri2Mix root not found: expected a folder at {root}; {hint}"
+            )
         raise DatasetNotFoundError(f"Libri2Mix metadata not found: expected {csv_path}; {hint}")
     return csv_path
 
@@ -72,9 +80,16 @@ class Libri2MixDataset(Dataset):
     Items are dicts: ``mix`` ``(1, T)``, ``sources`` ``(n_src, 1, T)``, ``id``.
     """
 
-    def __init__(self, root: str | Path, subset: str = "test", task: str = "sep_clean",
-                 sample_rate: int = 8000, mode: str = "min", segment: float | None = None,
-                 random_segments: bool = True):
+    def __init__(
+        self,
+        root: str | Path,
+        subset: str = "test",
+        task: str = "sep_clean",
+        sample_rate: int = 8000,
+        mode: str = "min",
+        segment: float | None = None,
+        random_segments: bool = True,
+    ):
         self.root = Path(root)
         self.csv_path = metadata_path(self.root, sample_rate, mode, subset, task)
         self.subset, self.task, self.sample_rate, self.mode = subset, task, sample_rate, mode
@@ -177,15 +192,23 @@ class MixtureOfMixtures(Dataset):
         rng = random.Random(random.getrandbits(64))  # seeded per worker by Lightning
         if rng.random() < self.supervised_share:
             item = self._supervised(idx, rng)
-            return {"mix": item["sources"].sum(0), "ref": item["sources"], "supervised": True,
-                    "id": item["id"]}
+            return {
+                "mix": item["sources"].sum(0),
+                "ref": item["sources"],
+                "supervised": True,
+                "id": item["id"],
+            }
         other = rng.randrange(len(self.base) - 1)
         other += other >= idx  # a different mixture
         m1 = self.base.read_mixture(idx, rng)
         m2 = self.base.read_mixture(other, rng)
         ref = torch.stack([m1, m2])  # (2, 1, T)
-        return {"mix": ref.sum(0), "ref": ref, "supervised": False,
-                "id": f"{self.base.rows[idx]['mixture_ID']}+{self.base.rows[other]['mixture_ID']}"}
+        return {
+            "mix": ref.sum(0),
+            "ref": ref,
+            "supervised": False,
+            "id": f"{self.base.rows[idx]['mixture_ID']}+{self.base.rows[other]['mixture_ID']}",
+        }
 
     def _supervised(self, idx: int, rng: random.Random) -> dict:
         start, stop = self.base._span(idx, rng)
@@ -219,8 +242,12 @@ class EvalSampler(DistributedSampler):
         import torch.distributed as dist
 
         ddp = dist.is_available() and dist.is_initialized()
-        super().__init__(dataset, num_replicas=dist.get_world_size() if ddp else 1,
-                         rank=dist.get_rank() if ddp else 0, shuffle=False)
+        super().__init__(
+            dataset,
+            num_replicas=dist.get_world_size() if ddp else 1,
+            rank=dist.get_rank() if ddp else 0,
+            shuffle=False,
+        )
 
     def __iter__(self):
         return iter(range(self.rank, len(self.dataset), self.num_replicas))
@@ -271,15 +298,24 @@ class Libri2MixDataModule(L.LightningDataModule):
         if targets not in ("sources", "mixtures"):
             raise ValueError(f"targets must be 'sources' or 'mixtures', got {targets!r}")
         self.root, self.task, self.sample_rate, self.mode = Path(root), task, sample_rate, mode
-        self.train_subset, self.targets, self.supervised_share = train_subset, targets, supervised_share
+        self.train_subset, self.targets, self.supervised_share = (
+            train_subset,
+            targets,
+            supervised_share,
+        )
         self.segment, self.val_segment = segment, val_segment
-        self.batch_size, self.num_workers, self.limit_val_items = batch_size, num_workers, limit_val_items
+        self.batch_size, self.num_workers, self.limit_val_items = (
+            batch_size,
+            num_workers,
+            limit_val_items,
+        )
         self.n_src = len(TASKS[task][1]) if task in TASKS else None
         self.dataset_name = "Libri2Mix"
 
     def _ds(self, subset: str, segment: float | None, random_segments: bool) -> Libri2MixDataset:
-        return Libri2MixDataset(self.root, subset, self.task, self.sample_rate, self.mode,
-                                segment, random_segments)
+        return Libri2MixDataset(
+            self.root, subset, self.task, self.sample_rate, self.mode, segment, random_segments
+        )
 
     def setup(self, stage: str | None = None) -> None:
         if stage in ("fit", None):
@@ -296,12 +332,22 @@ class Libri2MixDataModule(L.LightningDataModule):
             self.test_set = self._ds("test", None, False)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=True,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        return DataLoader(
+            self.train_set,
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=True,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def _eval_loader(self, ds: Dataset, segmented: bool) -> DataLoader:
-        return DataLoader(ds, batch_size=self.batch_size if segmented else 1,
-                          sampler=EvalSampler(ds), num_workers=self.num_workers)
+        return DataLoader(
+            ds,
+            batch_size=self.batch_size if segmented else 1,
+            sampler=EvalSampler(ds),
+            num_workers=self.num_workers,
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader(self.val_set, self.val_segment is not None)
@@ -311,5 +357,10 @@ class Libri2MixDataModule(L.LightningDataModule):
 
     def describe(self) -> dict:
         """What the results file records about the data."""
-        return {"dataset": self.dataset_name, "task": self.task, "sample_rate": self.sample_rate,
-                "mode": self.mode, "root": str(self.root)}
+        return {
+            "dataset": self.dataset_name,
+            "task": self.task,
+            "sample_rate": self.sample_rate,
+            "mode": self.mode,
+            "root": str(self.root),
+        }

@@ -54,8 +54,15 @@ def _pcm16(x: np.ndarray) -> np.ndarray:
     return np.clip(np.round(x * 32767), -32768, 32767).astype(np.int16)
 
 
-def _write_subset(base: Path, subset: str, n_mix: int, first_speaker: int, n_speakers: int,
-                  spec: MiniSpec, rng: np.random.Generator) -> None:
+def _write_subset(
+    base: Path,
+    subset: str,
+    n_mix: int,
+    first_speaker: int,
+    n_speakers: int,
+    spec: MiniSpec,
+    rng: np.random.Generator,
+) -> None:
     sr = spec.sample_rate
     # Utterance pool: speaker -> list of (utterance id, waveform).
     pool = []
@@ -99,11 +106,19 @@ def _write_subset(base: Path, subset: str, n_mix: int, first_speaker: int, n_spe
         rows["mix_both"].append(
             [mix_id, paths["mix_both"], paths["s1"], paths["s2"], paths["noise"], length]
         )
-        rows["mix_single"].append([mix_id, paths["mix_single"], paths["s1"], paths["noise"], length])
+        rows["mix_single"].append(
+            [mix_id, paths["mix_single"], paths["s1"], paths["noise"], length]
+        )
     header = {
         "mix_clean": ["mixture_ID", "mixture_path", "source_1_path", "source_2_path", "length"],
-        "mix_both": ["mixture_ID", "mixture_path", "source_1_path", "source_2_path", "noise_path",
-                     "length"],
+        "mix_both": [
+            "mixture_ID",
+            "mixture_path",
+            "source_1_path",
+            "source_2_path",
+            "noise_path",
+            "length",
+        ],
         "mix_single": ["mixture_ID", "mixture_path", "source_1_path", "noise_path", "length"],
     }
     meta = base / "metadata"
@@ -115,8 +130,9 @@ def _write_subset(base: Path, subset: str, n_mix: int, first_speaker: int, n_spe
             w.writerows(rows[t])
 
 
-def prepare_libri2mix_mini(root: str | Path, spec: MiniSpec | None = None,
-                           force: bool = False) -> Path:
+def prepare_libri2mix_mini(
+    root: str | Path, spec: MiniSpec | None = None, force: bool = False
+) -> Path:
     """Write the mini Libri2Mix under ``root`` (the ``Libri2Mix`` folder) unless already there.
 
     Returns ``root``. A marker file written last records the spec: a complete set with the same

@@ -92,7 +92,7 @@ def synth_utterance(
                 seg = n - pos
             if seg <= int(0.02 * sr):
                 break
-            # Onset consonant: fricative (filtered noise) or plosive (short burst), 60 % of syllables.
+            # Onset: fricative (filtered noise) or plosive (short burst), 60 % of syllables.
             onset = np.zeros(seg)
             kind = rng.random()
             if kind < 0.6:
@@ -108,7 +108,9 @@ def synth_utterance(
             t = np.arange(seg - v_start) / sr
             progress = (pos + v_start) / n
             f0 = speaker.f0 * (1.12 - 0.2 * progress) * rng.uniform(0.9, 1.15)
-            f0_track = f0 * (1 + 0.06 * np.sin(2 * np.pi * rng.uniform(2, 5) * t + rng.uniform(0, 6)))
+            f0_track = f0 * (
+                1 + 0.06 * np.sin(2 * np.pi * rng.uniform(2, 5) * t + rng.uniform(0, 6))
+            )
             inc = f0_track / sr
             ph = phase + np.cumsum(inc)
             pulses = np.diff(np.floor(ph), prepend=np.floor(phase)) > 0
@@ -134,9 +136,12 @@ def synth_noise(duration: float, sr: int, rng: np.random.Generator) -> np.ndarra
     """Ambient noise: pink-ish noise with slow amplitude modulation, peak-normalised to 0.5."""
     n = int(round(duration * sr))
     white = rng.standard_normal(n)
-    pink = lfilter([0.049922, -0.095993, 0.050612, -0.004408], [1, -2.494956, 2.017265, -0.522189],
-                   white)
-    mod = 1 + 0.5 * np.sin(2 * np.pi * rng.uniform(0.1, 0.5) * np.arange(n) / sr + rng.uniform(0, 6))
+    pink = lfilter(
+        [0.049922, -0.095993, 0.050612, -0.004408], [1, -2.494956, 2.017265, -0.522189], white
+    )
+    mod = 1 + 0.5 * np.sin(
+        2 * np.pi * rng.uniform(0.1, 0.5) * np.arange(n) / sr + rng.uniform(0, 6)
+    )
     out = pink * mod
     out -= out.mean()
     return out * (0.5 / np.abs(out).max())

@@ -20,10 +20,16 @@ def git_sha(cwd: str | Path | None = None) -> str | None:
     """The commit of the code that ran (``+dirty`` if the tree has uncommitted changes)."""
     cwd = cwd or Path(__file__).resolve().parents[2]
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
-                             text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return None
@@ -47,8 +53,13 @@ class ResultsWriter(L.Callback):
         extra: anything else to record (e.g. the data source).
     """
 
-    def __init__(self, out_dir: str = "results/run", recipe: str | None = None, mini: bool = False,
-                 extra: dict | None = None):
+    def __init__(
+        self,
+        out_dir: str = "results/run",
+        recipe: str | None = None,
+        mini: bool = False,
+        extra: dict | None = None,
+    ):
         super().__init__()
         self.out_dir = Path(out_dir)
         self.recipe, self.mini, self.extra = recipe, mini, dict(extra or {})
@@ -56,7 +67,9 @@ class ResultsWriter(L.Callback):
         self.last: dict | None = None
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+        metrics = {
+            k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")
+        }
         rows = getattr(pl_module, "test_rows", [])
         dm = trainer.datamodule
         data = dm.describe() if hasattr(dm, "describe") else {}
@@ -78,9 +91,12 @@ class ResultsWriter(L.Callback):
             "train_steps": trainer.global_step,
             "epochs": trainer.current_epoch,
             "world_size": trainer.world_size,
-            "machine": {"platform": platform.platform(), "torch": torch.__version__,
-                        "cpu_threads": torch.get_num_threads(),
-                        "device": str(pl_module.device)},
+            "machine": {
+                "platform": platform.platform(),
+                "torch": torch.__version__,
+                "cpu_threads": torch.get_num_threads(),
+                "device": str(pl_module.device),
+            },
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             **self.extra,
         }

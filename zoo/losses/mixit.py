@@ -4,8 +4,8 @@ For estimates ``ŝ`` ``(M, T)`` and a binary mixing vector ``a`` (which estimate
 ``<aᵀŝ, aᵀŝ> = aᵀGa`` and ``<aᵀŝ, x> = aᵀc`` with ``G = ŝŝᵀ`` the ``(M, M)`` Gram matrix and
 ``c = ŝx`` the ``(M,)`` inner products with the reference mixture. So the loss of every one of the
 ``n_mix^M`` assignments is a few small matrix products on ``(M, M)`` statistics, computed once in
-``O(M² T)``. Asteroid's ``MixITLossWrapper`` instead sums the waveforms and runs the signal loss once
-per assignment, ``O(2^M M T)`` with a Python loop (see ``benchmarks/``).
+``O(M² T)``. Asteroid's ``MixITLossWrapper`` instead sums the waveforms and runs the
+signal loss once per assignment, ``O(2^M M T)`` with a Python loop (see ``benchmarks/``).
 
 The search runs without autograd; the loss of the winning assignment is then recomputed from the
 same statistics with autograd, which gives exactly the gradient of the minimum.

@@ -92,7 +92,8 @@ class PITLoss(nn.Module):
     def forward(self, est: Tensor, ref: Tensor):
         if est.shape != ref.shape:
             raise ValueError(
-                f"PITLoss: estimates {tuple(est.shape)} and references {tuple(ref.shape)} must have "
+                f"PITLoss: estimates {tuple(est.shape)} and references {tuple(ref.shape)} must "
+                "have "
                 "the same shape (use HungarianLoss or MixITLoss for more estimates than references)"
             )
         pw = self.signal_loss(est, ref)  # (B, n, n)

@@ -19,7 +19,7 @@ class SemiSupervisedLoss(nn.Module):
 
     Args:
         supervised: objective on sources. Default: ``MixITLoss`` with the sources as references,
-            which is what the MixIT paper does with M > n_src outputs (each output is assigned to one
+            as the MixIT paper does with M > n_src outputs (each output is assigned to one
             source); ``PITLoss`` or ``HungarianLoss`` work too.
         unsupervised: objective on mixtures (default ``MixITLoss()``).
         supervised_weight: weight of the supervised term (its share of the batch is set by the
@@ -56,7 +56,9 @@ class SemiSupervisedLoss(nn.Module):
         n_sup = int(supervised.sum())
         if n_sup:
             _, sup_info = self.supervised(est[supervised], ref[supervised])
-            per_item = per_item.index_put((supervised,), self.supervised_weight * sup_info["per_item"])
+            per_item = per_item.index_put(
+                (supervised,), self.supervised_weight * sup_info["per_item"]
+            )
         if n_sup < est.shape[0]:
             unsup = ~supervised
             _, unsup_info = self.unsupervised(est[unsup], ref[unsup])

@@ -110,7 +110,9 @@ class PairwiseLoss(nn.Module):
         return Stats(est_energy, ref_energy, cross, g, e.shape[-1])
 
     # -- the loss ---------------------------------------------------------------------------
-    def from_stats(self, est_energy: Tensor, ref_energy: Tensor, cross: Tensor, numel: int) -> Tensor:
+    def from_stats(
+        self, est_energy: Tensor, ref_energy: Tensor, cross: Tensor, numel: int
+    ) -> Tensor:
         """Elementwise loss from broadcastable ``<ŝ,ŝ>``, ``<s,s>`` and ``<ŝ,s>`` tensors."""
         raise NotImplementedError
 
@@ -120,7 +122,9 @@ class PairwiseLoss(nn.Module):
 
     def forward(self, est: Tensor, ref: Tensor) -> Tensor:
         st = self.stats(est, ref)
-        out = self.from_stats(st.est_energy[:, :, None], st.ref_energy[:, None, :], st.cross, st.numel)
+        out = self.from_stats(
+            st.est_energy[:, :, None], st.ref_energy[:, None, :], st.cross, st.numel
+        )
         return out.to(est.dtype)
 
 
@@ -192,4 +196,3 @@ class PairwiseMSE(PairwiseLoss):
 
     def silence(self, est_energy, numel):
         return est_energy / numel
-

@@ -3,44 +3,48 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["GlobalLayerNorm", "ChannelLayerNorm", "FeatureLayerNorm", "make_norm"]
 
 
 class _GainBias(nn.Module):
+    """Per-channel gain ``gamma`` and bias ``beta`` (Asteroid's parameter names)."""
+
     def __init__(self, channels: int, eps: float = 1e-8):
         super().__init__()
         self.gamma = nn.Parameter(torch.ones(channels))
         self.beta = nn.Parameter(torch.zeros(channels))
         self.eps = eps
 
-    def _normalise(self, x: Tensor, dims: tuple[int, ...]) -> Tensor:
-        var, mean = torch.var_mean(x, dim=dims, keepdim=True, correction=0)
-        x = (x - mean) / torch.sqrt(var + self.eps)
-        return x * self.gamma[:, None] + self.beta[:, None]
+
+# gLN and fLN are group norms with 1 and C groups. torch's fused group_norm kernel is measured
+# about 2x faster than the mean/var/affine composition (Asteroid's) for a Conv-TasNet forward and
+# halves the training memory (benchmarks/), with identical values.
 
 
 class GlobalLayerNorm(_GainBias):
     """gLN (Luo & Mesgarani 2019): statistics over channels and time, per item."""
 
     def forward(self, x: Tensor) -> Tensor:  # (B, C, T)
-        return self._normalise(x, (1, 2))
+        return F.group_norm(x, 1, self.gamma, self.beta, self.eps)
 
 
 class ChannelLayerNorm(_GainBias):
     """cLN: statistics over channels, per item and frame (causal-friendly)."""
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self._normalise(x, (1,))
+    def forward(self, x: Tensor) -> Tensor:  # (B, C, T)
+        y = F.layer_norm(x.transpose(1, 2), (x.shape[1],), self.gamma, self.beta, self.eps)
+        return y.transpose(1, 2)
 
 
 class FeatureLayerNorm(_GainBias):
     """fLN, TDCN++'s feature-wise layer norm (Kavalerov et al. 2019): statistics over time, per
     item and channel, so that each feature is normalised on its own."""
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self._normalise(x, (2,))
+    def forward(self, x: Tensor) -> Tensor:  # (B, C, T)
+        return F.group_norm(x, x.shape[1], self.gamma, self.beta, self.eps)
 
 
 _NORMS = {"gLN": GlobalLayerNorm, "cLN": ChannelLayerNorm, "fLN": FeatureLayerNorm}

@@ -11,21 +11,29 @@ __all__ = ["TCNBlock", "TCN"]
 
 
 class TCNBlock(nn.Module):
-    """1x1 conv → PReLU → norm → dilated depthwise conv → PReLU → norm → residual and skip 1x1 convs.
+    """1x1 conv → PReLU → norm → dilated depthwise conv → PReLU → norm → residual and skip convs.
 
     Shape:
         ``(B, B_chan, T)`` → residual ``(B, B_chan, T)``, skip ``(B, Sc, T)``.
     """
 
-    def __init__(self, bn_chan: int, hid_chan: int, skip_chan: int, kernel_size: int,
-                 dilation: int, norm: str):
+    def __init__(
+        self,
+        bn_chan: int,
+        hid_chan: int,
+        skip_chan: int,
+        kernel_size: int,
+        dilation: int,
+        norm: str,
+    ):
         super().__init__()
         self.in_conv = nn.Conv1d(bn_chan, hid_chan, 1)
         self.act1 = nn.PReLU()
         self.norm1 = make_norm(norm, hid_chan)
         padding = (kernel_size - 1) * dilation // 2
-        self.dconv = nn.Conv1d(hid_chan, hid_chan, kernel_size, padding=padding,
-                               dilation=dilation, groups=hid_chan)
+        self.dconv = nn.Conv1d(
+            hid_chan, hid_chan, kernel_size, padding=padding, dilation=dilation, groups=hid_chan
+        )
         self.act2 = nn.PReLU()
         self.norm2 = make_norm(norm, hid_chan)
         self.res_conv = nn.Conv1d(hid_chan, bn_chan, 1)
@@ -39,7 +47,7 @@ class TCNBlock(nn.Module):
 
 
 class TCN(nn.Module):
-    """Mask estimator of Conv-TasNet (Luo & Mesgarani 2019); TDCN++ (Kavalerov et al. 2019) by flags.
+    """Mask estimator of Conv-TasNet (Luo & Mesgarani 2019); TDCN++ (Kavalerov 2019) by flags.
 
     Args:
         in_chan: encoder filters <N>.
@@ -77,7 +85,12 @@ class TCN(nn.Module):
         block_scales: bool = False,
     ):
         super().__init__()
-        self.n_src, self.in_chan, self.n_blocks, self.n_repeats = n_src, in_chan, n_blocks, n_repeats
+        self.n_src, self.in_chan, self.n_blocks, self.n_repeats = (
+            n_src,
+            in_chan,
+            n_blocks,
+            n_repeats,
+        )
         self.in_norm = make_norm(norm, in_chan)
         self.bottleneck = nn.Conv1d(in_chan, bn_chan, 1)
         self.blocks = nn.ModuleList(

@@ -1,0 +1,270 @@
+"""Speed and memory against the peers, in one process per table; writes BENCHMARKS.md.
+
+Usage (the peers come with ``make bench-install``)::
+
+    MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=68719476736 \
+    MALLOC_TOP_PAD_=1073741824 .venv/bin/python benchmarks/run.py --out BENCHMARKS.md
+
+Every case runs ``--repeats`` times after warm-up runs; the table shows medians. Model memory is
+the peak resident-set growth during one call, measured in a separate fresh process without the
+MALLOC_* settings (CPU has no allocator statistics).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+B, SR, SECONDS = 8, 8000, 4
+TAU = 1e-3
+
+
+def timeit(fn, repeats: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def fwd_bwd(loss_fn, est, ref):
+    def run():
+        e = est.detach().requires_grad_()
+        loss_fn(e, ref).backward()
+
+    return run
+
+
+# -- losses ------------------------------------------------------------------------------------
+def loss_cases():
+    from zoo.losses import MixITLoss, NegSISDR, PITLoss, ThresholdedSNR
+
+    peers = {}
+    try:
+        from asteroid.losses import MixITLossWrapper, PITLossWrapper, pairwise_neg_sisdr
+
+        peers["asteroid"] = True
+    except ImportError:
+        pass
+    try:
+        import fast_bss_eval.torch as fbe
+
+        peers["fast_bss_eval"] = True
+    except ImportError:
+        pass
+    from torchmetrics.functional.audio import (
+        permutation_invariant_training,
+        scale_invariant_signal_distortion_ratio,
+    )
+
+    t = SR * SECONDS
+    rows = []
+    for n in (2, 3, 4):
+        ref = torch.randn(B, n, t)
+        est = ref[:, torch.randperm(n)] + torch.randn(B, n, t)
+        cases = {"zoo": lambda e, r: PITLoss(NegSISDR())(e, r)[0]}
+        if "asteroid" in peers:
+            w = PITLossWrapper(pairwise_neg_sisdr, pit_from="pw_mtx")
+            cases["asteroid"] = lambda e, r, w=w: w(e, r)
+        cases["torchmetrics"] = lambda e, r: (
+            -permutation_invariant_training(
+                e,
+                r,
+                lambda p, q: scale_invariant_signal_distortion_ratio(p, q, zero_mean=True),
+                mode="speaker-wise",
+                eval_func="max",
+            )[0].mean()
+        )
+        if "fast_bss_eval" in peers:
+            cases["fast_bss_eval"] = lambda e, r: fbe.si_sdr_pit_loss(e, r, zero_mean=True).mean()
+        for peer, fn in cases.items():
+            rows.append(("PIT neg SI-SDR", f"n={n}", peer, timeit(fwd_bwd(fn, est, ref), 10)))
+    for m in (4, 8, 16):
+        mix = torch.randn(B, 2, t)
+        est = torch.randn(B, m, t)
+        loss = MixITLoss(ThresholdedSNR(30.0))
+        cases = {"zoo": lambda e, r, loss=loss: loss(e, r)[0]}
+        if "asteroid" in peers:
+
+            def f(e, x):
+                err = ((x - e) ** 2).sum(-1)
+                return (10 * torch.log10(err + TAU * (x**2).sum(-1) + 1e-8)).mean(-1)
+
+            if m <= 8:
+                w = MixITLossWrapper(f, generalized=True)
+                cases["asteroid"] = lambda e, r, w=w: w(e, r)
+        for peer, fn in cases.items():
+            reps = 3 if peer == "asteroid" else 10
+            rows.append(
+                (
+                    "MixIT thresholded SNR",
+                    f"M={m}",
+                    peer,
+                    timeit(fwd_bwd(fn, est, mix), reps, warmup=1),
+                )
+            )
+    return rows
+
+
+# -- models ------------------------------------------------------------------------------------
+MODEL_CASE = r"""
+import json, sys, time, statistics, torch
+torch.set_num_threads(2)
+which, case = sys.argv[1], sys.argv[2]
+if which == "zoo":
+    from zoo.backbones import conv_tasnet_paper
+    model = conv_tasnet_paper(n_src=2)
+    call = lambda x: model(x)
+elif which == "torchaudio":
+    from torchaudio.models import ConvTasNet
+    model = ConvTasNet(num_sources=2)
+    call = lambda x: model(x)
+else:
+    from asteroid.models import ConvTasNet
+    model = ConvTasNet(n_src=2)
+    call = lambda x: model(x)
+params = sum(p.numel() for p in model.parameters())
+if case == "infer":
+    model.eval()
+    x = torch.randn(1, 1, 80000)
+    def run():
+        with torch.inference_mode():
+            call(x)
+else:
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = torch.randn(4, 1, 32000)
+    def run():
+        y = call(x)
+        loss = y.pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1])  # kB
+if sys.argv[3] == "memory":
+    # One call in a process with glibc's default allocator settings, where large tensors are
+    # mmapped and given back when freed: the RSS high-water mark follows the live-tensor peak.
+    open("/proc/self/clear_refs", "w").write("5")  # reset the high-water mark (Linux)
+    base = status("VmRSS:")
+    run()
+    print(json.dumps({"peak_mib": (status("VmHWM:") - base) / 1024}))
+    sys.exit(0)
+run()  # warm-up
+times = []
+for _ in range(int(sys.argv[3])):
+    t = time.perf_counter(); run(); times.append(time.perf_counter() - t)
+print(json.dumps({"median_s": statistics.median(times), "params": params}))
+"""
+
+
+def model_cases(repeats: int):
+    rows = []
+    peers = ["zoo", "torchaudio"]
+    try:
+        import asteroid  # noqa: F401
+
+        peers.append("asteroid")
+    except ImportError:
+        pass
+    plain_env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+
+    def sub(peer, case, mode, env=None):
+        out = subprocess.run(
+            [sys.executable, "-c", MODEL_CASE, peer, case, mode],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            env=env,
+        )
+        if out.returncode:
+            raise RuntimeError(out.stderr)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    for case in ("infer", "train"):
+        for peer in peers:
+            r = sub(peer, case, str(repeats))
+            r.update(sub(peer, case, "memory", plain_env))
+            rows.append((case, peer, r))
+    return rows
+
+
+def render(loss_rows, model_rows) -> str:
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Generated by `make bench` (benchmarks/run.py) on {time.strftime('%Y-%m-%d')}; "
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}, CPU. Medians over repeated runs; all peers measured in the "
+        "same run. Timing on this shared 2-core VM is noisy: compare rows within a table.",
+        "",
+        f"## Losses: forward + backward, batch {B}, {SECONDS} s at {SR // 1000} kHz",
+        "",
+        "| loss | size | implementation | median ms | vs zoo |",
+        "|---|---|---|---:|---:|",
+    ]
+    zoo = {(r[0], r[1]): r[3] for r in loss_rows if r[2] == "zoo"}
+    for kind, size, peer, s in loss_rows:
+        lines.append(
+            f"| {kind} | {size} | {peer} | {s * 1000:.2f} | {s / zoo[(kind, size)]:.1f}x |"
+        )
+    if not any(r[2] == "asteroid" and r[1] == "M=16" for r in loss_rows):
+        lines.append("")
+        lines.append(
+            "Asteroid's MixIT at M=16 is not run: it loops over 65,536 partitions in "
+            "Python (256 times the M=8 work)."
+        )
+    lines += [
+        "",
+        "## Conv-TasNet (paper configuration, 2 sources)",
+        "",
+        "Inference: one 10 s mixture at 8 kHz. Training step: batch 4 × 4 s, forward + backward + "
+        "Adam step. Memory: peak RSS growth during one call, in a fresh process with glibc's "
+        "default "
+        "allocator settings (large tensors mmapped, so RSS follows live tensors).",
+        "",
+        "| case | implementation | params | median s | peak MiB |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for case, peer, r in model_rows:
+        lines.append(
+            f"| {case} | {peer} | {r['params']:,} | {r['median_s']:.3f} | {r['peak_mib']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--out", default="BENCHMARKS.md")
+    p.add_argument("--model-repeats", type=int, default=5)
+    a = p.parse_args()
+    torch.set_num_threads(2)
+    loss_rows = loss_cases()
+    for r in loss_rows:
+        print(f"{r[0]:24s} {r[1]:6s} {r[2]:14s} {r[3] * 1000:9.2f} ms", flush=True)
+    model_rows = model_cases(a.model_repeats)
+    for r in model_rows:
+        print(r, flush=True)
+    Path(a.out).write_text(render(loss_rows, model_rows))
+    print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()
