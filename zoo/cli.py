@@ -13,6 +13,7 @@ the built-in mini dataset (the 2-core, 10-minute budget). ``recipe`` holds metad
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -207,6 +208,12 @@ def run_recipe(
     cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path="best" if has_best else None)
     result = writer.last or {}
     if cli.trainer.is_global_zero:
+        from .hub.format import backbone_config_from_cli, export_model
+
+        resolved = yaml.safe_load(cli.parser.dump(cli.config, skip_none=False))
+        export_model(cli.model.backbone, backbone_config_from_cli(cli.config), out / "model",
+                     provenance={"recipe": name, "mini": use_mini, "git_sha": result.get("git_sha"),
+                                 "metrics": result, "config": resolved})
         label = (
             " (mini dataset: synthetic speech, not comparable to published numbers)"
             if use_mini
@@ -238,6 +245,60 @@ def _recipe_main(argv: list[str]) -> int:
     return 0
 
 
+def export_checkpoint(ckpt: str | Path, out_dir: str | Path, config: str | Path | None = None
+                      ) -> Path:
+    """Export the backbone of a Lightning checkpoint in the zoo format.
+
+    The backbone's class and arguments come from the LightningCLI ``config.yaml`` saved next to
+    the run (``<version>/config.yaml`` for ``<version>/checkpoints/x.ckpt``) unless ``config`` names
+    one. The checkpoint is read with ``torch.load(weights_only=True)``: no code is unpickled.
+    """
+    import torch
+
+    from .eval.results import git_sha
+    from .hub.format import build_backbone, export_model
+
+    ckpt = Path(ckpt)
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {ckpt}")
+    cfg_path = Path(config) if config else ckpt.parent.parent / "config.yaml"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(
+            f"no training config at {cfg_path}: pass --config with the run's config.yaml"
+        )
+    cfg = yaml.safe_load(cfg_path.read_text())
+    try:
+        bb = cfg["model"]["backbone"]
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"{cfg_path} has no model.backbone section") from exc
+    backbone = build_backbone(bb["class_path"], bb.get("init_args") or {})
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    prefix = "backbone."
+    backbone.load_state_dict(
+        {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, strict=True
+    )
+    metrics = ckpt.parents[3] / "metrics.json" if len(ckpt.parents) > 3 else None
+    return export_model(backbone, bb, out_dir, provenance={
+        "checkpoint": str(ckpt.resolve()), "config": cfg, "git_sha": git_sha(),
+        "metrics": json.loads(metrics.read_text()) if metrics and metrics.is_file() else None,
+    })
+
+
+def _export_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="zoo export", description=export_checkpoint.__doc__)
+    p.add_argument("checkpoint")
+    p.add_argument("-o", "--out", required=True, help="output folder")
+    p.add_argument("--config", help="the run's LightningCLI config.yaml")
+    a = p.parse_args(argv)
+    try:
+        out = export_checkpoint(a.checkpoint, a.out, a.config)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"zoo export: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"[zoo] exported to {out}")
+    return 0
+
+
 def _prepare_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="zoo prepare", description=prepare.__doc__)
     p.add_argument("dataset", choices=sorted(MINI_DATASETS))
@@ -254,6 +315,7 @@ commands:
   recipe NAME [--data PATH] [--gpus N] [--nodes N] [overrides]   run a recipe end to end
   recipes                                                        list the recipes
   prepare libri2mix-mini [--root PATH]                           write the mini dataset
+  export CHECKPOINT -o DIR [--config config.yaml]                export in the zoo format
   fit | validate | test | predict [--config ...]                 LightningCLI (see --help)
 """
 
@@ -271,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if cmd == "prepare":
         return _prepare_main(rest)
+    if cmd == "export":
+        return _export_main(rest)
     if cmd in ("fit", "validate", "test", "predict"):
         _cli_class()(args=argv)
         return 0

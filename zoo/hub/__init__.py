@@ -1,0 +1,1 @@
+"""The zoo format: export and load separators (weights in safetensors + a JSON description)."""
