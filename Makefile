@@ -55,7 +55,10 @@ bench: bench-install ## Run the benchmarks against the peers, write BENCHMARKS.m
 	MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=68719476736 MALLOC_TOP_PAD_=1073741824 \
 		$(PY) benchmarks/run.py --out BENCHMARKS.md
 
+leaderboard: install ## Regenerate LEADERBOARD.md (+ .csv, .png) from results/**/metrics.json
+	$(VENV)/bin/zoo leaderboard --results results -o LEADERBOARD.md
+
 clean: ## Remove results, logs and caches (keeps .venv and data/)
 	rm -rf results lightning_logs .pytest_cache .ruff_cache
 
-.PHONY: help install test test-slow lint recipe recipes bench bench-install clean
+.PHONY: help install test test-slow lint recipe recipes bench bench-install leaderboard clean

@@ -206,7 +206,59 @@ def model_cases(repeats: int):
     return rows
 
 
-def render(loss_rows, model_rows) -> str:
+def separate_cases(minutes=(2.5, 5.0, 10.0)):
+    """``zoo separate`` on long 44.1 kHz stereo files: wall time and peak RSS of the process."""
+    import tempfile
+
+    import numpy as np
+    import soundfile as sf
+
+    from zoo.backbones import conv_tasnet_paper
+    from zoo.hub.format import export_model
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        torch.manual_seed(0)
+        export_model(
+            conv_tasnet_paper(),
+            {"class_path": "zoo.backbones.ConvTasNet", "init_args": {"n_src": 2}},
+            tmp / "model",
+        )
+        rng = np.random.default_rng(0)
+        for m in minutes:
+            n = int(m * 60 * 44100)
+            wav = tmp / f"in_{m}.wav"
+            with sf.SoundFile(str(wav), "w", 44100, 2, subtype="PCM_16") as f:
+                for start in range(0, n, 44100 * 30):
+                    k = min(44100 * 30, n - start)
+                    f.write((0.1 * rng.standard_normal((k, 2))).astype(np.float32))
+            cmd = [
+                sys.executable,
+                "-m",
+                "zoo.cli",
+                "separate",
+                str(tmp / "model"),
+                str(wav),
+                "-o",
+                str(tmp / f"out_{m}"),
+                "--chunk",
+                "8",
+            ]
+            t = time.perf_counter()
+            out = subprocess.run(
+                ["/usr/bin/time", "-f", "%M", *cmd], capture_output=True, text=True, cwd=REPO
+            )
+            wall = time.perf_counter() - t
+            if out.returncode:
+                raise RuntimeError(out.stderr[-2000:])
+            peak_kb = int(out.stderr.strip().splitlines()[-1])
+            rows.append((m, wall, peak_kb / 1024))
+            print(f"separate {m} min: {wall:.1f} s, peak {peak_kb / 1024:.0f} MiB", flush=True)
+    return rows
+
+
+def render(loss_rows, model_rows, sep_rows=()) -> str:
     lines = [
         "# Benchmarks",
         "",
@@ -254,6 +306,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--out", default="BENCHMARKS.md")
     p.add_argument("--model-repeats", type=int, default=5)
+    p.add_argument("--skip-separate", action="store_true", help="skip the long-file runs")
     a = p.parse_args()
     torch.set_num_threads(2)
     loss_rows = loss_cases()
@@ -262,7 +315,8 @@ def main() -> None:
     model_rows = model_cases(a.model_repeats)
     for r in model_rows:
         print(r, flush=True)
-    Path(a.out).write_text(render(loss_rows, model_rows))
+    sep_rows = separate_cases() if not a.skip_separate else []
+    Path(a.out).write_text(render(loss_rows, model_rows, sep_rows))
     print(f"wrote {a.out}")
 
 

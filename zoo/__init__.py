@@ -4,3 +4,10 @@ Nothing heavy happens at import time: sub-packages are imported where they are u
 """
 
 __version__ = "0.1.0"
+
+
+def load(name_or_path, download: bool = False, cache_dir=None):
+    """A ready separator: see :func:`zoo.hub.api.load` (imports torch on first call)."""
+    from .hub.api import load as _load
+
+    return _load(name_or_path, download=download, cache_dir=cache_dir)

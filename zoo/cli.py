@@ -211,9 +211,18 @@ def run_recipe(
         from .hub.format import backbone_config_from_cli, export_model
 
         resolved = yaml.safe_load(cli.parser.dump(cli.config, skip_none=False))
-        export_model(cli.model.backbone, backbone_config_from_cli(cli.config), out / "model",
-                     provenance={"recipe": name, "mini": use_mini, "git_sha": result.get("git_sha"),
-                                 "metrics": result, "config": resolved})
+        export_model(
+            cli.model.backbone,
+            backbone_config_from_cli(cli.config),
+            out / "model",
+            provenance={
+                "recipe": name,
+                "mini": use_mini,
+                "git_sha": result.get("git_sha"),
+                "metrics": result,
+                "config": resolved,
+            },
+        )
         label = (
             " (mini dataset: synthetic speech, not comparable to published numbers)"
             if use_mini
@@ -223,7 +232,7 @@ def run_recipe(
             f"\n[zoo] {name}: test SI-SDR {result.get('si_sdr', float('nan')):.2f} dB, "
             f"SI-SDRi {result.get('si_sdri', float('nan')):.2f} dB over {result.get('n_items')} "
             f"items{label}; wall time {result.get('wall_time_s')} s\n[zoo] results in "
-            f"{out / 'metrics.json'}",
+            f"{out / 'metrics.json'}; model exported to {out / 'model'}",
             flush=True,
         )
     return result
@@ -245,8 +254,9 @@ def _recipe_main(argv: list[str]) -> int:
     return 0
 
 
-def export_checkpoint(ckpt: str | Path, out_dir: str | Path, config: str | Path | None = None
-                      ) -> Path:
+def export_checkpoint(
+    ckpt: str | Path, out_dir: str | Path, config: str | Path | None = None
+) -> Path:
     """Export the backbone of a Lightning checkpoint in the zoo format.
 
     The backbone's class and arguments come from the LightningCLI ``config.yaml`` saved next to
@@ -275,13 +285,20 @@ def export_checkpoint(ckpt: str | Path, out_dir: str | Path, config: str | Path 
     state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
     prefix = "backbone."
     backbone.load_state_dict(
-        {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, strict=True
+        {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}, strict=True
     )
     metrics = ckpt.parents[3] / "metrics.json" if len(ckpt.parents) > 3 else None
-    return export_model(backbone, bb, out_dir, provenance={
-        "checkpoint": str(ckpt.resolve()), "config": cfg, "git_sha": git_sha(),
-        "metrics": json.loads(metrics.read_text()) if metrics and metrics.is_file() else None,
-    })
+    return export_model(
+        backbone,
+        bb,
+        out_dir,
+        provenance={
+            "checkpoint": str(ckpt.resolve()),
+            "config": cfg,
+            "git_sha": git_sha(),
+            "metrics": json.loads(metrics.read_text()) if metrics and metrics.is_file() else None,
+        },
+    )
 
 
 def _export_main(argv: list[str]) -> int:
@@ -296,6 +313,125 @@ def _export_main(argv: list[str]) -> int:
         print(f"zoo export: error: {exc}", file=sys.stderr)
         return 2
     print(f"[zoo] exported to {out}")
+    return 0
+
+
+def separate_file(
+    model: str,
+    inputs: list[str],
+    out_dir: str | Path,
+    chunk_seconds: float = 8.0,
+    overlap: float = 0.25,
+    download: bool = False,
+    overwrite: bool = False,
+    quiet: bool = False,
+) -> list[Path]:
+    """Separate audio files with a loadable model; writes ``<out>/<stem>_<source>.wav``."""
+    import soundfile as sf
+    from tqdm import tqdm
+
+    import zoo
+
+    sep = zoo.load(model, download=download)
+    out = Path(out_dir)
+    written = []
+    for path in map(Path, inputs):
+        if not path.is_file():
+            raise FileNotFoundError(f"input file not found: {path}")
+        targets = [out / f"{path.stem}_{name}.wav" for name in sep.sources]
+        clash = [str(t) for t in targets if t.exists()]
+        if clash and not overwrite:
+            raise FileExistsError(f"would overwrite {', '.join(clash)} (pass --overwrite)")
+        try:
+            wav, sr = sf.read(str(path), dtype="float32", always_2d=True)  # (T, C)
+        except Exception as exc:
+            raise ValueError(f"cannot read audio file {path}: {exc}") from exc
+        if not __import__("numpy").isfinite(wav).all():
+            raise ValueError(f"{path}: contains NaN or Inf samples")
+        bar = tqdm(
+            total=wav.shape[0], unit="sample", unit_scale=True, desc=path.name, disable=quiet
+        )
+
+        def progress(done, total, bar=bar, n=wav.shape[0]):
+            bar.n = int(done / total * n)
+            bar.refresh()
+
+        est = sep.separate(
+            wav.T, sr, chunk_seconds=chunk_seconds, overlap=overlap, progress=progress
+        )  # (S, C, T)
+        bar.close()
+        out.mkdir(parents=True, exist_ok=True)
+        for target, e in zip(targets, est, strict=True):
+            tmp = target.with_suffix(".part.wav")
+            sf.write(str(tmp), e.T.numpy(), sr, subtype="FLOAT")
+            os.replace(tmp, target)
+            written.append(target)
+    return written
+
+
+def _separate_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="zoo separate", description=separate_file.__doc__)
+    p.add_argument("model", help="zoo model folder or registry name (zoo list)")
+    p.add_argument("inputs", nargs="+", help="audio files")
+    p.add_argument("-o", "--out", required=True, help="output folder")
+    p.add_argument("--chunk", type=float, default=8.0, help="chunk length in seconds (0: one pass)")
+    p.add_argument("--overlap", type=float, default=0.25)
+    p.add_argument("--download", action="store_true", help="fetch a registered model if needed")
+    p.add_argument("--overwrite", action="store_true")
+    a = p.parse_args(argv)
+    try:
+        files = separate_file(
+            a.model, a.inputs, a.out, a.chunk or None, a.overlap, a.download, a.overwrite
+        )
+    except (ValueError, KeyError, FileNotFoundError, FileExistsError, RuntimeError) as exc:
+        print(f"zoo separate: error: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(str(f) for f in files))
+    return 0
+
+
+def _evaluate_main(argv: list[str]) -> int:
+    from .eval.evaluate import evaluate
+
+    p = argparse.ArgumentParser(prog="zoo evaluate", description=evaluate.__doc__)
+    p.add_argument("model", help="zoo model folder or registry name")
+    p.add_argument("--data", required=True, help="the Libri2Mix folder")
+    p.add_argument("--task", default="sep_clean")
+    p.add_argument("--split", default="test")
+    p.add_argument("--mode", default="min")
+    p.add_argument("-o", "--out", help="results folder (default results/eval-<model>)")
+    p.add_argument("--limit", type=int, help="score only the first N items")
+    p.add_argument("--download", action="store_true")
+    a = p.parse_args(argv)
+    out = a.out or f"results/eval-{Path(a.model).name}-{a.task}"
+    try:
+        r = evaluate(a.model, a.data, out, a.task, a.split, a.mode, a.download, a.limit)
+    except (ValueError, KeyError, FileNotFoundError, RuntimeError) as exc:
+        print(f"zoo evaluate: error: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"[zoo] {a.model}: SI-SDRi {r.get('si_sdri', float('nan')):.2f} dB, SDRi "
+        f"{r.get('sdri', float('nan')):.2f} dB over {r.get('n_items')} items -> {out}"
+    )
+    return 0
+
+
+def _leaderboard_main(argv: list[str]) -> int:
+    from .eval.leaderboard import write_leaderboard
+
+    p = argparse.ArgumentParser(prog="zoo leaderboard")
+    p.add_argument("--results", default="results")
+    p.add_argument("-o", "--out", default="LEADERBOARD.md")
+    a = p.parse_args(argv)
+    print(f"[zoo] wrote {write_leaderboard(a.results, a.out)}")
+    return 0
+
+
+def _list_main(argv: list[str]) -> int:
+    from .hub.registry import list_models
+
+    for name, entry in sorted(list_models().items()):
+        print(f"{name:36s} {entry['format']:22s} {entry.get('description', '')}")
     return 0
 
 
@@ -316,6 +452,10 @@ commands:
   recipes                                                        list the recipes
   prepare libri2mix-mini [--root PATH]                           write the mini dataset
   export CHECKPOINT -o DIR [--config config.yaml]                export in the zoo format
+  list                                                           registered models
+  separate MODEL FILE... -o DIR [--chunk S] [--download]         separate audio files
+  evaluate MODEL --data PATH [--task T] [-o DIR]                 score a model like a recipe
+  leaderboard [--results DIR] [-o LEADERBOARD.md]                tables + plot from results
   fit | validate | test | predict [--config ...]                 LightningCLI (see --help)
 """
 
@@ -335,6 +475,14 @@ def main(argv: list[str] | None = None) -> int:
         return _prepare_main(rest)
     if cmd == "export":
         return _export_main(rest)
+    if cmd == "separate":
+        return _separate_main(rest)
+    if cmd == "list":
+        return _list_main(rest)
+    if cmd == "evaluate":
+        return _evaluate_main(rest)
+    if cmd == "leaderboard":
+        return _leaderboard_main(rest)
     if cmd in ("fit", "validate", "test", "predict"):
         _cli_class()(args=argv)
         return 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
@@ -18,7 +20,9 @@ def _adam(params):
     return torch.optim.Adam(params, lr=1e-3)
 
 
-def match_and_score(est: Tensor, sources: Tensor, mix: Tensor) -> dict[str, Tensor]:
+def match_and_score(
+    est: Tensor, sources: Tensor, mix: Tensor, sdr: bool = False
+) -> dict[str, Tensor]:
     """Supervised scores of estimates, whatever objective produced them.
 
     The ``n_src`` estimates that best match the sources (PIT on negative SI-SDR; with M > n_src
@@ -27,7 +31,9 @@ def match_and_score(est: Tensor, sources: Tensor, mix: Tensor) -> dict[str, Tens
 
     Shape:
         est ``(B, M, C, T)``, sources ``(B, n_src, C, T)``, mix ``(B, C, T)``.
-        Returns per-item, per-source ``si_sdr``, ``si_sdri`` ``(B, n_src)`` and ``perm``.
+        Returns per-item, per-source ``si_sdr``, ``si_sdri`` ``(B, n_src)`` and ``perm``; with
+        ``sdr=True`` also BSS Eval ``sdr`` and ``sdri`` (torchmetrics, 512-tap distortion filter,
+        computed single-threaded in float64 because of the multi-threaded batched-solve bug).
     """
     pw = NegSISDR()(est, sources)  # (B, M, n_src)
     perm = best_matching(pw)  # (B, n_src)
@@ -35,7 +41,19 @@ def match_and_score(est: Tensor, sources: Tensor, mix: Tensor) -> dict[str, Tens
     flat = lambda x: x.flatten(2)  # noqa: E731  (B, n, C*T)
     si_sdr = si_sdr_fn(flat(matched), flat(sources), zero_mean=True)  # (B, n_src)
     base = si_sdr_fn(flat(mix.unsqueeze(1).expand_as(sources)), flat(sources), zero_mean=True)
-    return {"si_sdr": si_sdr, "si_sdri": si_sdr - base, "perm": perm}
+    out = {"si_sdr": si_sdr, "si_sdri": si_sdr - base, "perm": perm}
+    if sdr:
+        from torchmetrics.functional.audio import signal_distortion_ratio
+
+        from .eval.evaluate import single_thread
+
+        with single_thread():
+            d = signal_distortion_ratio(flat(matched).double(), flat(sources).double())
+            d0 = signal_distortion_ratio(
+                flat(mix.unsqueeze(1).expand_as(sources)).double(), flat(sources).double()
+            )
+        out["sdr"], out["sdri"] = d.to(si_sdr.dtype), (d - d0).to(si_sdr.dtype)
+    return out
 
 
 class SeparationSystem(L.LightningModule):
@@ -48,6 +66,7 @@ class SeparationSystem(L.LightningModule):
         optimizer: optimiser factory (default Adam, lr 1e-3, as in the Conv-TasNet recipes).
         scheduler: LR scheduler factory; ``ReduceLROnPlateau`` is stepped on ``monitor``.
         monitor: validation metric for the scheduler (``val/si_sdr``, maximised).
+        report_sdr: also report BSS Eval SDR / SDRi at test time (slower).
 
     Validation and test report SI-SDR and SI-SDRi of the estimates matched to the true sources
     (see :func:`match_and_score`), accumulated with torchmetrics so DDP ranks are combined.
@@ -60,6 +79,7 @@ class SeparationSystem(L.LightningModule):
         optimizer: OptimizerCallable = _adam,
         scheduler: LRSchedulerCallable | None = None,
         monitor: str = "val/si_sdr",
+        report_sdr: bool = False,
     ):
         super().__init__()
         self.backbone = backbone
@@ -67,14 +87,16 @@ class SeparationSystem(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.monitor = monitor
+        self.report_sdr = report_sdr
         self.metrics = nn.ModuleDict(
             {
                 f"{stage}_{name}": MeanMetric()
                 for stage in ("val", "test")
-                for name in ("si_sdr", "si_sdri")
+                for name in ("si_sdr", "si_sdri", "sdr", "sdri")
             }
         )
         self.test_rows: list[dict] = []
+        self.test_timing = {"seconds": 0.0, "audio_seconds": 0.0}
 
     def forward(self, mix: Tensor) -> Tensor:
         return self.backbone(mix)
@@ -94,9 +116,10 @@ class SeparationSystem(L.LightningModule):
 
     def _eval_step(self, batch: dict, stage: str) -> dict[str, Tensor]:
         est = self(batch["mix"])
-        scores = match_and_score(est, batch["sources"], batch["mix"])
+        sdr = self.report_sdr and stage == "test"
+        scores = match_and_score(est, batch["sources"], batch["mix"], sdr=sdr)
         n = est.shape[0]
-        for name in ("si_sdr", "si_sdri"):
+        for name in ("si_sdr", "si_sdri", "sdr", "sdri") if sdr else ("si_sdr", "si_sdri"):
             self.metrics[f"{stage}_{name}"].update(scores[name].mean(-1))
             self.log(
                 f"{stage}/{name}",
@@ -113,9 +136,17 @@ class SeparationSystem(L.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self.test_rows = []
+        self.test_timing = {"seconds": 0.0, "audio_seconds": 0.0}
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
+        start = time.perf_counter()
         scores = self._eval_step(batch, "test")
+        self.test_timing["seconds"] += time.perf_counter() - start  # separation + scoring
+        rate = getattr(self.backbone, "sample_rate", None)
+        if rate:
+            self.test_timing["audio_seconds"] += (
+                batch["mix"].shape[0] * batch["mix"].shape[-1] / rate
+            )
         for i, item_id in enumerate(batch["id"]):
             row = {
                 "id": item_id,

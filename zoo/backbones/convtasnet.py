@@ -44,6 +44,11 @@ class ConvTasNet(nn.Module):
         block_scales: TDCN++ learnable block scales initialised to 0.9^b.
         mixture_consistency: project the outputs so that they sum to the input mixture.
         sources: optional names of the outputs (for music); default ``s1, s2, ...``.
+        framing: ``asteroid`` (no padding; the tail that does not fill a frame is zero in the
+            output, as Asteroid) or ``torchaudio`` (input right-padded to the hop and convolved
+            with a hop of padding on both ends, as torchaudio's ``ConvTasNet``).
+        last_residual: keep the residual conv of the last block (Asteroid's layout; it feeds
+            nothing) or drop it (torchaudio's layout).
 
     Shape:
         ``(B, C, T)`` → ``(B, n_src, C, T)``.
@@ -67,6 +72,8 @@ class ConvTasNet(nn.Module):
         block_scales: bool = False,
         mixture_consistency: bool = False,
         sources: list[str] | None = None,
+        framing: str = "asteroid",
+        last_residual: bool = True,
     ):
         super().__init__()
         if sources is not None and len(sources) != n_src:
@@ -76,8 +83,15 @@ class ConvTasNet(nn.Module):
         self.sources = list(sources) if sources is not None else [f"s{i + 1}" for i in range(n_src)]
         self.audio_channels = None  # any: channels are processed independently
         self.use_mixture_consistency = mixture_consistency
+        if framing not in ("asteroid", "torchaudio"):
+            raise ValueError(f"framing must be 'asteroid' or 'torchaudio', got {framing!r}")
+        self.framing, self.kernel_size, self.stride = framing, kernel_size, kernel_size // 2
         encoder, decoder = make_enc_dec(
-            "free", n_filters=n_filters, kernel_size=kernel_size, stride=kernel_size // 2
+            "free",
+            n_filters=n_filters,
+            kernel_size=kernel_size,
+            stride=kernel_size // 2,
+            padding=kernel_size // 2 if framing == "torchaudio" else 0,
         )
         self.encoder = encoder
         self.masker = TCN(
@@ -93,6 +107,7 @@ class ConvTasNet(nn.Module):
             mask_act,
             repeat_skips,
             block_scales,
+            last_residual,
         )
         self.decoder = decoder
 
@@ -101,6 +116,11 @@ class ConvTasNet(nn.Module):
             raise ValueError(f"ConvTasNet expects (batch, channels, time), got {tuple(mix.shape)}")
         b, c, t = mix.shape
         x = mix.reshape(b * c, 1, t)  # (B*C, 1, T)
+        if self.framing == "torchaudio":  # right-pad so that the frames tile the input exactly
+            odd = self.kernel_size % 2
+            rest = (t - odd) % self.stride
+            if rest:
+                x = torch.nn.functional.pad(x, (0, self.stride - rest))
         w = self.encoder(x)  # (B*C, N, frames)
         masks = self.masker(w)  # (B*C, S, N, frames)
         y = self.decoder(masks * w.unsqueeze(1))  # (B*C, S, T')

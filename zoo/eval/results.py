@@ -43,6 +43,12 @@ def write_json_atomic(path: Path, obj: dict) -> None:
     os.replace(tmp, path)
 
 
+def _rtf(timing: dict | None) -> float | None:
+    if not timing or not timing.get("audio_seconds"):
+        return None
+    return round(timing["seconds"] / timing["audio_seconds"], 5)
+
+
 class ResultsWriter(L.Callback):
     """At the end of ``trainer.test``, write ``<out_dir>/metrics.json`` and ``test_items.csv``.
 
@@ -82,10 +88,17 @@ class ResultsWriter(L.Callback):
             "n_items": len(rows),
             "si_sdr": metrics.get("test/si_sdr"),
             "si_sdri": metrics.get("test/si_sdri"),
+            **(
+                {"sdr": metrics["test/sdr"], "sdri": metrics["test/sdri"]}
+                if "test/sdr" in metrics
+                else {}
+            ),
             "backbone": f"{type(backbone).__module__}.{type(backbone).__name__}",
             "n_src": getattr(backbone, "n_src", None),
             "loss": type(getattr(pl_module, "loss", None)).__name__,
             "params": sum(p.numel() for p in backbone.parameters()),
+            # processing time (separation + scoring, test loop) over audio duration, this machine
+            "rtf": _rtf(getattr(pl_module, "test_timing", None)),
             "git_sha": git_sha(),
             "wall_time_s": round(time.time() - self.started, 1),
             "train_steps": trainer.global_step,

@@ -18,8 +18,15 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-__all__ = ["FORMAT", "export_model", "load_backbone", "build_backbone", "sha256_file",
-           "ModelFormatError", "backbone_config_from_cli"]
+__all__ = [
+    "FORMAT",
+    "export_model",
+    "load_backbone",
+    "build_backbone",
+    "sha256_file",
+    "ModelFormatError",
+    "backbone_config_from_cli",
+]
 
 FORMAT = "separation-zoo/1"
 ALLOWED_PREFIX = "zoo.backbones."
@@ -54,8 +61,9 @@ def build_backbone(class_path: str, init_args: dict) -> nn.Module:
     return cls(**init_args)
 
 
-def export_model(backbone: nn.Module, backbone_config: dict, out_dir: str | Path,
-                 provenance: dict | None = None) -> Path:
+def export_model(
+    backbone: nn.Module, backbone_config: dict, out_dir: str | Path, provenance: dict | None = None
+) -> Path:
     """Write ``backbone`` in the zoo format to ``out_dir``.
 
     Args:
@@ -73,8 +81,10 @@ def export_model(backbone: nn.Module, backbone_config: dict, out_dir: str | Path
     os.replace(tmp, out / WEIGHTS)
     config = {
         "format": FORMAT,
-        "backbone": {"class_path": backbone_config["class_path"],
-                     "init_args": dict(backbone_config.get("init_args") or {})},
+        "backbone": {
+            "class_path": backbone_config["class_path"],
+            "init_args": dict(backbone_config.get("init_args") or {}),
+        },
         "sample_rate": getattr(backbone, "sample_rate", None),
         "n_src": getattr(backbone, "n_src", None),
         "sources": list(getattr(backbone, "sources", []) or []),

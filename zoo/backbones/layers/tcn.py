@@ -25,6 +25,7 @@ class TCNBlock(nn.Module):
         kernel_size: int,
         dilation: int,
         norm: str,
+        residual: bool = True,
     ):
         super().__init__()
         self.in_conv = nn.Conv1d(bn_chan, hid_chan, 1)
@@ -36,14 +37,15 @@ class TCNBlock(nn.Module):
         )
         self.act2 = nn.PReLU()
         self.norm2 = make_norm(norm, hid_chan)
-        self.res_conv = nn.Conv1d(hid_chan, bn_chan, 1)
+        self.res_conv = nn.Conv1d(hid_chan, bn_chan, 1) if residual else None
         self.skip_conv = nn.Conv1d(hid_chan, skip_chan, 1) if skip_chan else None
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         y = self.norm1(self.act1(self.in_conv(x)))  # (B, H, T)
         y = self.norm2(self.act2(self.dconv(y)))
         skip = self.skip_conv(y) if self.skip_conv is not None else None
-        return self.res_conv(y), skip
+        res = self.res_conv(y) if self.res_conv is not None else None
+        return res, skip
 
 
 class TCN(nn.Module):
@@ -64,6 +66,8 @@ class TCN(nn.Module):
             a 1x1-conv transform of the input of repeat r - 1 added.
         block_scales: TDCN++ learnable scale on each block's residual output, initialised to
             0.9^b for block index b within its repeat.
+        last_residual: give the last block a residual conv (Asteroid) or not (torchaudio); with
+            skip connections its output is unused either way.
 
     Shape:
         ``(B, N, frames)`` → masks ``(B, n_src, N, frames)``.
@@ -83,6 +87,7 @@ class TCN(nn.Module):
         mask_act: str = "relu",
         repeat_skips: bool = False,
         block_scales: bool = False,
+        last_residual: bool = True,
     ):
         super().__init__()
         self.n_src, self.in_chan, self.n_blocks, self.n_repeats = (
@@ -93,10 +98,18 @@ class TCN(nn.Module):
         )
         self.in_norm = make_norm(norm, in_chan)
         self.bottleneck = nn.Conv1d(in_chan, bn_chan, 1)
+        n_total = n_repeats * n_blocks
         self.blocks = nn.ModuleList(
-            TCNBlock(bn_chan, hid_chan, skip_chan, kernel_size, 2**x, norm)
-            for _ in range(n_repeats)
-            for x in range(n_blocks)
+            TCNBlock(
+                bn_chan,
+                hid_chan,
+                skip_chan,
+                kernel_size,
+                2 ** (i % n_blocks),
+                norm,
+                residual=last_residual or i < n_total - 1 or not skip_chan,
+            )
+            for i in range(n_total)
         )
         self.repeat_skips = (
             nn.ModuleList(nn.Conv1d(bn_chan, bn_chan, 1) for _ in range(n_repeats - 1))
@@ -131,9 +144,10 @@ class TCN(nn.Module):
                 x = x + self.repeat_skips[r - 1](repeat_in)
                 repeat_in = x
             res, skip = block(x)
-            if self.block_scales is not None:
-                res = res * self.block_scales[i]
-            x = x + res
+            if res is not None:
+                if self.block_scales is not None:
+                    res = res * self.block_scales[i]
+                x = x + res
             if skip is not None:
                 skip_sum = skip_sum + skip
         y = skip_sum if self.use_skip else x  # (B, Sc, frames)

@@ -1,0 +1,123 @@
+"""``zoo.load``: a ready separator from a zoo model folder, a registry name or a URL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..inference import separate_chunked
+from .format import load_backbone
+
+__all__ = ["Separator", "load"]
+
+
+class Separator(nn.Module):
+    """A backbone in eval mode with what it takes to separate real files.
+
+    Attributes:
+        backbone: the network, ``(B, C, T)`` → ``(B, S, C, T)``.
+        sample_rate: the rate it works at; ``separate`` resamples to it and back.
+        sources: output names; ``config``: the zoo config it was loaded from.
+    """
+
+    def __init__(self, backbone: nn.Module, config: dict | None = None):
+        super().__init__()
+        self.backbone = backbone.eval()
+        self.config = dict(config or {})
+        self.sample_rate = int(getattr(backbone, "sample_rate", self.config.get("sample_rate")))
+        self.n_src = getattr(backbone, "n_src", self.config.get("n_src"))
+        self.sources = list(getattr(backbone, "sources", None) or self.config.get("sources") or [])
+        self.audio_channels = getattr(backbone, "audio_channels", None)
+        # Named sources (music: vocals, drums...) keep their order; anonymous ones (s1, s2...) may
+        # swap between chunks and are aligned.
+        self.eval()
+        self.ordered = bool(self.sources) and not all(
+            s == f"s{i + 1}" for i, s in enumerate(self.sources)
+        )
+
+    def forward(self, mix: Tensor) -> Tensor:
+        return self.backbone(mix)
+
+    @torch.inference_mode()
+    def separate(
+        self,
+        wav: Tensor | np.ndarray,
+        sample_rate: int,
+        chunk_seconds: float | None = 8.0,
+        overlap: float = 0.25,
+        progress=None,
+    ) -> Tensor:
+        """Separate one recording.
+
+        Args:
+            wav: ``(T,)`` or ``(C, T)`` waveform (float).
+            sample_rate: its sample rate; resampled to the model's and back.
+            chunk_seconds: chunk length for overlap-add (``None``: one pass).
+            overlap: chunk overlap fraction.
+            progress: optional ``progress(done, total)`` callback.
+
+        Returns:
+            ``(S, C, T)`` estimates at ``sample_rate``.
+        """
+        x = torch.as_tensor(wav, dtype=torch.float32)
+        if x.ndim == 1:
+            x = x[None]
+        if x.ndim != 2:
+            raise ValueError(f"expected (time,) or (channels, time), got {tuple(x.shape)}")
+        c, t = x.shape
+        want = self.audio_channels
+        if want == 1 and c > 1:
+            x = x.mean(0, keepdim=True)
+        elif want is not None and want > 1 and c == 1:
+            x = x.expand(want, -1)
+        elif want is not None and c != want:
+            raise ValueError(f"the model takes {want} channels, the input has {c}")
+        if sample_rate != self.sample_rate:
+            import torchaudio.functional as AF
+
+            x = AF.resample(x, sample_rate, self.sample_rate)
+        device = next(self.backbone.parameters()).device
+        chunk = None if chunk_seconds is None else int(chunk_seconds * self.sample_rate)
+        est = separate_chunked(
+            self.backbone,
+            x[None].to(device),
+            chunk,
+            overlap,
+            align=not self.ordered,
+            progress=progress,
+        )[0].cpu()  # (S, C, t)
+        if sample_rate != self.sample_rate:
+            import torchaudio.functional as AF
+
+            est = AF.resample(est, self.sample_rate, sample_rate)
+        est = (
+            est[..., :t]
+            if est.shape[-1] >= t
+            else torch.nn.functional.pad(est, (0, t - est.shape[-1]))
+        )
+        if want == 1 and c > 1:
+            est = est.expand(-1, c, -1)
+        return est
+
+
+def load(
+    name_or_path: str | Path, download: bool = False, cache_dir: str | Path | None = None
+) -> Separator:
+    """A ready separator (eval mode) from a zoo model folder, a registry name or a URL.
+
+    Args:
+        name_or_path: a folder with ``config.json`` + ``model.safetensors``; a registry name
+            (``zoo list``); or a URL / ``hf://owner/repo`` of a registered model.
+        download: allow fetching a registered model that is not in the cache yet.
+        cache_dir: where downloads are kept (default ``$ZOO_CACHE`` or ``~/.cache/separation-zoo``).
+    """
+    p = Path(str(name_or_path)).expanduser()
+    if p.is_dir():
+        backbone, config = load_backbone(p)
+        return Separator(backbone, config)
+    from .registry import resolve
+
+    return resolve(str(name_or_path), download=download, cache_dir=cache_dir)

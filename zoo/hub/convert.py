@@ -1,0 +1,186 @@
+"""Converters from the peers' published formats to zoo backbones (renaming only, strict loads).
+
+* Asteroid: the dict written by ``BaseModel.serialize()`` (``model_name``, ``model_args``,
+  ``state_dict``, ``infos``), as published on Zenodo and the Hugging Face hub. Its ``infos`` hold a
+  ``torch.torch_version.TorchVersion``, which ``torch.load(weights_only=True)`` refuses unless
+  allowed: we allow exactly that class, nothing else.
+* torchaudio: the state dict of ``torchaudio.models.ConvTasNet`` (e.g. the
+  ``CONVTASNET_BASE_LIBRI2MIX`` bundle); the architecture numbers are read from the tensor shapes,
+  the block/repeat split (not in the weights) defaults to the bundle's 8 x 3.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..backbones import ConvTasNet
+
+__all__ = ["ConversionError", "from_asteroid", "from_torchaudio_convtasnet", "rename"]
+
+
+class ConversionError(ValueError):
+    """A checkpoint that cannot be converted (unknown model, unsupported option)."""
+
+
+def rename(state: dict, rules: list[tuple[str, str]]) -> dict:
+    """Apply the first matching ``(regex, replacement)`` to each key; unmatched keys are kept."""
+    out = {}
+    for key, value in state.items():
+        new = key
+        for pattern, repl in rules:
+            if re.search(pattern, key):
+                new = re.sub(pattern, repl, key)
+                break
+        out[new] = value
+    return out
+
+
+_BLOCK = {"0": "in_conv", "1": "act1", "2": "norm1", "3": "dconv", "4": "act2", "5": "norm2"}
+
+ASTEROID_CONVTASNET = [
+    (r"^masker\.bottleneck\.0\.", "masker.in_norm."),
+    (r"^masker\.bottleneck\.1\.", "masker.bottleneck."),
+    *[
+        (rf"^masker\.TCN\.(\d+)\.shared_block\.{i}\.", rf"masker.blocks.\1.{n}.")
+        for i, n in _BLOCK.items()
+    ],
+    (r"^masker\.TCN\.(\d+)\.(res_conv|skip_conv)\.", r"masker.blocks.\1.\2."),
+    (r"^masker\.mask_net\.0\.", "masker.mask_prelu."),
+    (r"^masker\.mask_net\.1\.", "masker.mask_conv."),
+]
+
+TORCHAUDIO_CONVTASNET = [
+    (r"^encoder\.weight$", "encoder.filterbank._filters"),
+    (r"^decoder\.weight$", "decoder.filterbank._filters"),
+    (r"^mask_generator\.input_norm\.weight$", "masker.in_norm.gamma"),
+    (r"^mask_generator\.input_norm\.bias$", "masker.in_norm.beta"),
+    (r"^mask_generator\.input_conv\.", "masker.bottleneck."),
+    (r"^mask_generator\.conv_layers\.(\d+)\.conv_layers\.([25])\.weight$", r"NORM\1.\2.gamma"),
+    (r"^mask_generator\.conv_layers\.(\d+)\.conv_layers\.([25])\.bias$", r"NORM\1.\2.beta"),
+    *[
+        (rf"^mask_generator\.conv_layers\.(\d+)\.conv_layers\.{i}\.", rf"masker.blocks.\1.{n}.")
+        for i, n in _BLOCK.items()
+        if i not in "25"
+    ],
+    (r"^mask_generator\.conv_layers\.(\d+)\.res_out\.", r"masker.blocks.\1.res_conv."),
+    (r"^mask_generator\.conv_layers\.(\d+)\.skip_out\.", r"masker.blocks.\1.skip_conv."),
+    (r"^mask_generator\.output_prelu\.", "masker.mask_prelu."),
+    (r"^mask_generator\.output_conv\.", "masker.mask_conv."),
+]
+
+
+def _load_checkpoint(path_or_obj) -> dict:
+    if isinstance(path_or_obj, dict):
+        return path_or_obj
+    from torch.torch_version import TorchVersion
+
+    with torch.serialization.safe_globals([TorchVersion]):
+        return torch.load(Path(path_or_obj), map_location="cpu", weights_only=True)
+
+
+def from_asteroid(path_or_pkg) -> tuple[nn.Module, dict]:
+    """Build a zoo ``ConvTasNet`` from an Asteroid ConvTasNet package; returns
+    ``(backbone, {"class_path", "init_args"})``."""
+    pkg = _load_checkpoint(path_or_pkg)
+    for key in ("model_name", "model_args", "state_dict"):
+        if key not in pkg:
+            raise ConversionError(f"not an Asteroid model package: no {key!r} entry")
+    name, a = pkg["model_name"], dict(pkg["model_args"])
+    if name != "ConvTasNet":
+        raise ConversionError(f"Asteroid model {name!r} has no zoo converter yet (ConvTasNet has)")
+    n_filters, kernel = a.get("n_filters", 512), a.get("kernel_size", 16)
+    checks = {
+        "fb_name": (str(a.get("fb_name", "free")).lower().removesuffix("fb"), "free"),
+        "stride": (a.get("stride", kernel // 2), kernel // 2),
+        "causal": (a.get("causal", False), False),
+        "encoder_activation": (a.get("encoder_activation") or "linear", "linear"),
+        "out_chan": (a.get("out_chan") or n_filters, n_filters),
+    }
+    for field, (got, want) in checks.items():
+        if got != want:
+            raise ConversionError(
+                f"Asteroid ConvTasNet with {field}={got!r} is not supported "
+                f"(the zoo ConvTasNet has {field}={want!r})"
+            )
+    init_args = {
+        "n_src": a["n_src"],
+        "sample_rate": int(a.get("sample_rate", 8000)),
+        "n_filters": n_filters,
+        "kernel_size": kernel,
+        "bn_chan": a.get("bn_chan", 128),
+        "hid_chan": a.get("hid_chan", 512),
+        "skip_chan": a.get("skip_chan", 128),
+        "conv_kernel_size": a.get("conv_kernel_size", 3),
+        "n_blocks": a.get("n_blocks", 8),
+        "n_repeats": a.get("n_repeats", 3),
+        "norm": a.get("norm_type", "gLN"),
+        "mask_act": a.get("mask_act", "sigmoid"),
+    }
+    model = ConvTasNet(**init_args)
+    model.load_state_dict(rename(pkg["state_dict"], ASTEROID_CONVTASNET), strict=True)
+    return model.eval(), {"class_path": "zoo.backbones.ConvTasNet", "init_args": init_args}
+
+
+def from_torchaudio_convtasnet(
+    path_or_state,
+    n_blocks: int = 8,
+    n_repeats: int = 3,
+    mask_act: str = "relu",
+    sample_rate: int = 8000,
+) -> tuple[nn.Module, dict]:
+    """Build a zoo ``ConvTasNet`` from a ``torchaudio.models.ConvTasNet`` state dict.
+
+    ``n_blocks`` x ``n_repeats`` (layers per stack x stacks), ``mask_act`` and ``sample_rate`` are
+    not stored in the weights; the defaults are those of ``CONVTASNET_BASE_LIBRI2MIX``
+    (``conv_tasnet_base``: 8 x 3, ReLU masks, 8 kHz).
+    """
+    state = _load_checkpoint(path_or_state)
+    if "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    try:
+        enc = state["encoder.weight"]
+        n_filters, kernel = enc.shape[0], enc.shape[2]
+        bn_chan = state["mask_generator.input_conv.weight"].shape[0]
+        hid_chan = state["mask_generator.conv_layers.0.conv_layers.0.weight"].shape[0]
+        conv_kernel = state["mask_generator.conv_layers.0.conv_layers.3.weight"].shape[2]
+        n_src = state["mask_generator.output_conv.weight"].shape[0] // n_filters
+    except KeyError as exc:
+        raise ConversionError(f"not a torchaudio ConvTasNet state dict: no {exc}") from exc
+    n_layers = 1 + max(
+        int(m.group(1))
+        for k in state
+        if (m := re.match(r"mask_generator\.conv_layers\.(\d+)\.", k))
+    )
+    if n_layers != n_blocks * n_repeats:
+        raise ConversionError(
+            f"the state dict has {n_layers} conv blocks, not n_blocks x "
+            f"n_repeats = {n_blocks} x {n_repeats}"
+        )
+    init_args = {
+        "n_src": n_src,
+        "sample_rate": sample_rate,
+        "n_filters": n_filters,
+        "kernel_size": kernel,
+        "bn_chan": bn_chan,
+        "hid_chan": hid_chan,
+        "skip_chan": bn_chan,
+        "conv_kernel_size": conv_kernel,
+        "n_blocks": n_blocks,
+        "n_repeats": n_repeats,
+        "norm": "gLN",
+        "mask_act": mask_act,
+        "framing": "torchaudio",
+        "last_residual": False,
+    }
+    renamed = rename(state, TORCHAUDIO_CONVTASNET)
+    fixed = {}
+    for k, v in renamed.items():  # NORM<i>.<2|5>.<gamma|beta> -> masker.blocks.<i>.normX.*
+        m = re.match(r"NORM(\d+)\.([25])\.(gamma|beta)$", k)
+        fixed[f"masker.blocks.{m[1]}.norm{1 if m[2] == '2' else 2}.{m[3]}" if m else k] = v
+    model = ConvTasNet(**init_args)
+    model.load_state_dict(fixed, strict=True)
+    return model.eval(), {"class_path": "zoo.backbones.ConvTasNet", "init_args": init_args}

@@ -1,0 +1,89 @@
+"""Separation of signals of any length: chunked overlap-add with bounded memory.
+
+The signal is cut into overlapping chunks that the network separates one at a time; the chunk
+estimates are cross-faded with a triangular window and added into one output buffer, so memory is
+the output plus one chunk's activations, and time is linear in length (as Demucs' ``apply.py``).
+Models whose outputs have no fixed order (speech separation trained with PIT or MixIT) can
+permute their outputs from one chunk to the next; with ``align=True`` each chunk's outputs are
+reordered to best match the previous chunk on their overlap (correlation, Hungarian matching).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .losses.pit import best_matching
+
+__all__ = ["separate_chunked"]
+
+
+def _fade_window(length: int, overlap: int, device, dtype) -> Tensor:
+    w = torch.ones(length, device=device, dtype=dtype)
+    if overlap > 0:
+        ramp = torch.arange(1, overlap + 1, device=device, dtype=dtype) / (overlap + 1)
+        w[:overlap] = ramp
+        w[-overlap:] = ramp.flip(0)
+    return w
+
+
+@torch.inference_mode()
+def separate_chunked(
+    model: nn.Module,
+    mix: Tensor,
+    chunk: int | None = None,
+    overlap: float = 0.25,
+    align: bool = False,
+    progress=None,
+) -> Tensor:
+    """Separate ``mix`` ``(B, C, T)`` into ``(B, S, C, T)``, ``chunk`` samples at a time.
+
+    Args:
+        model: a backbone, ``(B, C, t)`` → ``(B, S, C, t)``.
+        mix: the input.
+        chunk: chunk length in samples (``None`` or ``>= T``: one pass).
+        overlap: fraction of a chunk shared with the next one (cross-faded).
+        align: reorder each chunk's outputs to match the previous chunk on the overlap.
+        progress: optional callable ``progress(done_samples, total_samples)``.
+    """
+    b, c, t = mix.shape
+    if chunk is None or chunk >= t:
+        return model(mix)
+    if not 0.0 <= overlap < 1.0:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    n_overlap = int(round(chunk * overlap))
+    hop = chunk - n_overlap
+    out = None
+    weight = torch.zeros(t, device=mix.device, dtype=mix.dtype)
+    prev_tail = None  # previous chunk's estimates on the region the next chunk overlaps
+    start = 0
+    while True:
+        end = min(start + chunk, t)
+        piece = mix[..., start:end]
+        if piece.shape[-1] < chunk:  # last chunk: pad so that the network sees a full chunk
+            piece = torch.nn.functional.pad(piece, (0, chunk - piece.shape[-1]))
+        est = model(piece)[..., : end - start]  # (B, S, C, n)
+        if out is None:
+            out = torch.zeros(b, est.shape[1], c, t, device=mix.device, dtype=mix.dtype)
+        if align and prev_tail is not None and n_overlap > 0:
+            head = est[..., : prev_tail.shape[-1]].flatten(2)  # (B, S, C*n)
+            ref = prev_tail.flatten(2)
+            corr = torch.bmm(head, ref.transpose(1, 2))  # (B, S_new, S_prev)
+            norm = head.norm(dim=-1)[:, :, None] * ref.norm(dim=-1)[:, None, :] + 1e-8
+            perm = best_matching(-(corr / norm))  # (B, S): new output matched to each previous
+            est = torch.gather(est, 1, perm[:, :, None, None].expand_as(est))
+        first, last = start == 0, end == t
+        w = _fade_window(end - start, n_overlap, mix.device, mix.dtype)
+        if first:
+            w[:n_overlap] = 1.0
+        if last:
+            w[-min(n_overlap, end - start) :] = 1.0
+        out[..., start:end] += est * w
+        weight[start:end] += w
+        if progress is not None:
+            progress(end, t)
+        if last:
+            break
+        prev_tail = est[..., hop:]
+        start += hop
+    return out / weight.clamp_min(1e-8)
