@@ -307,8 +307,17 @@ def main() -> None:
     p.add_argument("--out", default="BENCHMARKS.md")
     p.add_argument("--model-repeats", type=int, default=5)
     p.add_argument("--skip-separate", action="store_true", help="skip the long-file runs")
+    p.add_argument("--only-separate", action="store_true",
+                   help="re-run only the long-file section of an existing --out file")
     a = p.parse_args()
     torch.set_num_threads(2)
+    if a.only_separate:  # re-measure the long-file section of an existing BENCHMARKS.md
+        text = Path(a.out).read_text()
+        head = text.split("\n## `zoo separate` on long files")[0].rstrip("\n") + "\n"
+        section = render([], [], separate_cases()).split("\n## `zoo separate` on long files")[1]
+        Path(a.out).write_text(head + "\n## `zoo separate` on long files" + section)
+        print(f"updated {a.out}")
+        return
     loss_rows = loss_cases()
     for r in loss_rows:
         print(f"{r[0]:24s} {r[1]:6s} {r[2]:14s} {r[3] * 1000:9.2f} ms", flush=True)

@@ -356,14 +356,17 @@ def separate_file(
             bar.n = int(done / total * n)
             bar.refresh()
 
-        est = sep.separate(
-            wav.T, sr, chunk_seconds=chunk_seconds, overlap=overlap, progress=progress
-        )  # (S, C, T)
+        n_frames, n_channels = wav.shape
+        x = sep.prepare(wav.T, sr)  # at the model's rate: the long input is freed next
+        del wav
+        est = sep.separate_prepared(x, chunk_seconds, overlap, progress)  # (S, C', t)
         bar.close()
         out.mkdir(parents=True, exist_ok=True)
         for target, e in zip(targets, est, strict=True):
             tmp = target.with_suffix(".part.wav")
-            sf.write(str(tmp), e.T.numpy(), sr, subtype="FLOAT")
+            with sf.SoundFile(str(tmp), "w", sr, n_channels, subtype="FLOAT") as f:
+                for piece in sep.restore(e, sr, n_frames, n_channels):  # block by block
+                    f.write(piece.T.contiguous().numpy())
             os.replace(tmp, target)
             written.append(target)
     return written

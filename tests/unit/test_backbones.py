@@ -58,6 +58,10 @@ def test_tdcnpp_flags():
     torch.testing.assert_close(m(mix).sum(1), mix, atol=1e-5, rtol=0)  # mixture consistency
     assert isinstance(conv_tasnet_paper().masker.in_norm, GlobalLayerNorm)
     assert tdcnpp_mixit().n_src == 4
+    assert (
+        tdcnpp_mixit().architecture == "TDCN++"
+        and conv_tasnet_paper().architecture == "Conv-TasNet"
+    )
 
 
 def test_feature_layer_norm_normalises_each_channel_over_time():

@@ -214,3 +214,14 @@ def test_zoo_separate_cli_writes_one_file_per_source(tmp_path):
         assert sr == 44100 and y.shape == (44100, 2)
     assert main(args) == 2  # refuses to overwrite
     assert main([*args, "--overwrite"]) == 0
+
+
+def test_blockwise_resampling_equals_one_shot():
+    import torchaudio.functional as AF
+
+    from zoo.inference import resample_blocks
+
+    for orig, new, t in ((44100, 8000, 44100 * 3 + 13), (8000, 44100, 8000 * 4 + 5)):
+        x = torch.randn(2, t)
+        parts = torch.cat(list(resample_blocks(x, orig, new, block_seconds=1.0)), -1)
+        torch.testing.assert_close(parts, AF.resample(x, orig, new), atol=1e-6, rtol=0)

@@ -111,6 +111,14 @@ class ConvTasNet(nn.Module):
         )
         self.decoder = decoder
 
+    @property
+    def architecture(self) -> str:
+        """``TDCN++`` when the TDCN++ changes are switched on, else ``Conv-TasNet``."""
+        m = self.masker
+        return (
+            "TDCN++" if m.repeat_skips is not None or m.block_scales is not None else "Conv-TasNet"
+        )
+
     def forward(self, mix: Tensor) -> Tensor:
         if mix.ndim != 3:
             raise ValueError(f"ConvTasNet expects (batch, channels, time), got {tuple(mix.shape)}")

@@ -100,10 +100,10 @@ def render(rows: list[dict], plot_name: str | None = "leaderboard.png") -> str:
         )
         for i, m in enumerate(ranked, 1):
             backbone = (m.get("backbone") or "").rsplit(".", 1)[-1]
-            pub = published.get(f"{dataset}/{task}/{backbone}")
+            pub = published.get(f"{dataset}/{task}/{m.get('architecture', backbone)}")
             cited = "" if mini or not pub else f"{pub[key]:.1f} ({pub['source']}; {pub['setup']})"
             lines.append(
-                f"| {i} | {_name(m)} | {backbone} | {m.get('loss', '')} | "
+                f"| {i} | {_name(m)} | {m.get('architecture', backbone)} | {m.get('loss', '')} | "
                 f"{_fmt(m.get(key))} | {_fmt(m.get('si_sdr'))} | "
                 f"{m.get('params', 0) / 1e6:.2f} M | {_fmt(m.get('rtf'), 3)} | "
                 f"{m.get('n_items', '')} | {cited} |"

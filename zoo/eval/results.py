@@ -94,6 +94,7 @@ class ResultsWriter(L.Callback):
                 else {}
             ),
             "backbone": f"{type(backbone).__module__}.{type(backbone).__name__}",
+            "architecture": getattr(backbone, "architecture", type(backbone).__name__),
             "n_src": getattr(backbone, "n_src", None),
             "loss": type(getattr(pl_module, "loss", None)).__name__,
             "params": sum(p.numel() for p in backbone.parameters()),

@@ -41,6 +41,58 @@ class Separator(nn.Module):
     def forward(self, mix: Tensor) -> Tensor:
         return self.backbone(mix)
 
+    def prepare(self, wav: Tensor | np.ndarray, sample_rate: int) -> Tensor:
+        """``(T,)`` or ``(C, T)`` input → ``(C', t)`` at the model's rate and channel count."""
+        from ..inference import resample_blocks
+
+        x = torch.as_tensor(wav, dtype=torch.float32)
+        if x.ndim == 1:
+            x = x[None]
+        if x.ndim != 2:
+            raise ValueError(f"expected (time,) or (channels, time), got {tuple(x.shape)}")
+        c = x.shape[0]
+        want = self.audio_channels
+        if want == 1 and c > 1:
+            x = x.mean(0, keepdim=True)
+        elif want is not None and want > 1 and c == 1:
+            x = x.expand(want, -1)
+        elif want is not None and c != want:
+            raise ValueError(f"the model takes {want} channels, the input has {c}")
+        if sample_rate != self.sample_rate:
+            x = torch.cat(list(resample_blocks(x, sample_rate, self.sample_rate)), -1)
+        return x
+
+    @torch.inference_mode()
+    def separate_prepared(
+        self, x: Tensor, chunk_seconds: float | None = 8.0, overlap: float = 0.25, progress=None
+    ) -> Tensor:
+        """``(C, t)`` at the model's rate → ``(S, C, t)`` estimates at the model's rate."""
+        device = next(self.backbone.parameters()).device
+        chunk = None if chunk_seconds is None else int(chunk_seconds * self.sample_rate)
+        return separate_chunked(
+            self.backbone,
+            x[None].to(device),
+            chunk,
+            overlap,
+            align=not self.ordered,
+            progress=progress,
+        )[0].cpu()
+
+    def restore(self, est: Tensor, sample_rate: int, length: int, channels: int):
+        """Yield ``(C, n)`` blocks of one source ``est`` ``(C', t)`` back at ``sample_rate``, with
+        the input's channel count, ``length`` samples in all (block-wise: bounded memory)."""
+        from ..inference import resample_blocks
+
+        done = 0
+        for piece in resample_blocks(est, self.sample_rate, sample_rate):
+            piece = piece[..., : max(0, length - done)]
+            if piece.shape[0] == 1 and channels > 1:
+                piece = piece.expand(channels, -1)
+            done += piece.shape[-1]
+            yield piece
+        if done < length:
+            yield torch.zeros(channels, length - done)
+
     @torch.inference_mode()
     def separate(
         self,
@@ -62,45 +114,12 @@ class Separator(nn.Module):
         Returns:
             ``(S, C, T)`` estimates at ``sample_rate``.
         """
-        x = torch.as_tensor(wav, dtype=torch.float32)
-        if x.ndim == 1:
-            x = x[None]
-        if x.ndim != 2:
-            raise ValueError(f"expected (time,) or (channels, time), got {tuple(x.shape)}")
-        c, t = x.shape
-        want = self.audio_channels
-        if want == 1 and c > 1:
-            x = x.mean(0, keepdim=True)
-        elif want is not None and want > 1 and c == 1:
-            x = x.expand(want, -1)
-        elif want is not None and c != want:
-            raise ValueError(f"the model takes {want} channels, the input has {c}")
-        if sample_rate != self.sample_rate:
-            import torchaudio.functional as AF
-
-            x = AF.resample(x, sample_rate, self.sample_rate)
-        device = next(self.backbone.parameters()).device
-        chunk = None if chunk_seconds is None else int(chunk_seconds * self.sample_rate)
-        est = separate_chunked(
-            self.backbone,
-            x[None].to(device),
-            chunk,
-            overlap,
-            align=not self.ordered,
-            progress=progress,
-        )[0].cpu()  # (S, C, t)
-        if sample_rate != self.sample_rate:
-            import torchaudio.functional as AF
-
-            est = AF.resample(est, self.sample_rate, sample_rate)
-        est = (
-            est[..., :t]
-            if est.shape[-1] >= t
-            else torch.nn.functional.pad(est, (0, t - est.shape[-1]))
+        x0 = torch.as_tensor(wav)
+        c, t = (1, x0.shape[0]) if x0.ndim == 1 else x0.shape
+        est = self.separate_prepared(
+            self.prepare(wav, sample_rate), chunk_seconds, overlap, progress
         )
-        if want == 1 and c > 1:
-            est = est.expand(-1, c, -1)
-        return est
+        return torch.stack([torch.cat(list(self.restore(e, sample_rate, t, c)), -1) for e in est])
 
 
 def load(
