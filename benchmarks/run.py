@@ -289,8 +289,7 @@ def render(loss_rows, model_rows, sep_rows=()) -> str:
         "",
         "Inference: one 10 s mixture at 8 kHz. Training step: batch 4 × 4 s, forward + backward + "
         "Adam step. Memory: peak RSS growth during one call, in a fresh process with glibc's "
-        "default "
-        "allocator settings (large tensors mmapped, so RSS follows live tensors).",
+        "default allocator settings (large tensors mmapped, so RSS follows live tensors).",
         "",
         "| case | implementation | params | median s | peak MiB |",
         "|---|---|---:|---:|---:|",
@@ -299,6 +298,23 @@ def render(loss_rows, model_rows, sep_rows=()) -> str:
         lines.append(
             f"| {case} | {peer} | {r['params']:,} | {r['median_s']:.3f} | {r['peak_mib']:.0f} |"
         )
+    if sep_rows:
+        lines += [
+            "",
+            "## `zoo separate` on long files",
+            "",
+            "A 44.1 kHz stereo PCM16 file separated by the paper-size Conv-TasNet (8 kHz, random "
+            "weights: speed and memory do not depend on them): resampled to 8 kHz block by block, "
+            "8 s chunks with 25 % overlap, each channel separated, resampled back and written "
+            "block by block as float WAVs. Peak memory is the whole process's maximum RSS "
+            "(`/usr/bin/time`, default glibc allocator settings, torch's own import included), "
+            "one run each.",
+            "",
+            "| length | wall time s | s per audio minute | peak MiB |",
+            "|---:|---:|---:|---:|",
+        ]
+        for m, wall, peak in sep_rows:
+            lines.append(f"| {m:g} min | {wall:.1f} | {wall / m:.1f} | {peak:.0f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -307,8 +323,11 @@ def main() -> None:
     p.add_argument("--out", default="BENCHMARKS.md")
     p.add_argument("--model-repeats", type=int, default=5)
     p.add_argument("--skip-separate", action="store_true", help="skip the long-file runs")
-    p.add_argument("--only-separate", action="store_true",
-                   help="re-run only the long-file section of an existing --out file")
+    p.add_argument(
+        "--only-separate",
+        action="store_true",
+        help="re-run only the long-file section of an existing --out file",
+    )
     a = p.parse_args()
     torch.set_num_threads(2)
     if a.only_separate:  # re-measure the long-file section of an existing BENCHMARKS.md
