@@ -147,9 +147,15 @@ def plot(rows: list[dict], path: Path) -> bool:
             xytext=(4, 4),
             textcoords="offset points",
         )
-    ax.set_xscale("log")
+    rtfs = [m["rtf"] for m in pts]
+    if max(rtfs) / min(rtfs) > 20:  # log scale only when the speeds span decades
+        ax.set_xscale("log")
+    else:
+        ax.ticklabel_format(axis="x", style="plain", useOffset=False)
+        pad = 0.1 * (max(rtfs) - min(rtfs) or max(rtfs))
+        ax.set_xlim(min(rtfs) - pad, max(rtfs) + 3 * pad)
     ax.set_xlabel("real-time factor (lower is faster)")
-    ax.set_ylabel("main metric (dB): SI-SDRi for speech, SDR for music")
+    ax.set_ylabel("SI-SDRi (speech) / SDR (music), dB")
     ax.set_title("Quality against speed (marker area ~ parameter count; squares: mini data)")
     ax.grid(alpha=0.3)
     fig.tight_layout()
