@@ -55,10 +55,13 @@ bench: bench-install ## Run the benchmarks against the peers, write BENCHMARKS.m
 	MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=68719476736 MALLOC_TOP_PAD_=1073741824 \
 		$(PY) benchmarks/run.py --out BENCHMARKS.md
 
+oracle: install ## Oracle-mask reference rows (IBM, IRM, Wiener-like, mixture) on Libri2Mix test [DATA=]
+	$(VENV)/bin/zoo oracle $(if $(DATA),--data $(DATA))
+
 leaderboard: install ## Regenerate LEADERBOARD.md (+ .csv, .png) from results/**/metrics.json
 	$(VENV)/bin/zoo leaderboard --results results -o LEADERBOARD.md
 
 clean: ## Remove results, logs and caches (keeps .venv and data/)
 	rm -rf results lightning_logs .pytest_cache .ruff_cache
 
-.PHONY: help install test test-slow lint recipe recipes bench bench-install leaderboard clean
+.PHONY: help install test test-slow lint recipe recipes bench bench-install leaderboard oracle clean

@@ -419,6 +419,30 @@ def _evaluate_main(argv: list[str]) -> int:
     return 0
 
 
+def _oracle_main(argv: list[str]) -> int:
+    from .eval.oracle import KINDS, run_oracles
+
+    p = argparse.ArgumentParser(prog="zoo oracle", description=run_oracles.__doc__)
+    p.add_argument("--data", help="the Libri2Mix folder (default: the built-in mini set)")
+    p.add_argument("--task", default="sep_clean")
+    p.add_argument("--sample-rate", type=int, default=8000)
+    p.add_argument("--results", default="results")
+    p.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
+    a = p.parse_args(argv)
+    data = a.data or str(prepare("libri2mix-mini"))
+    try:
+        rows = run_oracles(data, a.results, a.task, a.sample_rate, kinds=a.kinds)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"zoo oracle: error: {exc}", file=sys.stderr)
+        return 2
+    for r in rows:
+        print(
+            f"[zoo] {r['model']}: SI-SDRi {r['si_sdri']:.2f} dB, SDRi {r['sdri']:.2f} dB "
+            f"over {r['n_items']} items" + (" (mini data)" if r["mini"] else "")
+        )
+    return 0
+
+
 def _leaderboard_main(argv: list[str]) -> int:
     from .eval.leaderboard import write_leaderboard
 
@@ -459,6 +483,7 @@ commands:
   separate MODEL FILE... -o DIR [--chunk S] [--download]         separate audio files
   evaluate MODEL --data PATH [--task T] [-o DIR]                 score a model like a recipe
   leaderboard [--results DIR] [-o LEADERBOARD.md]                tables + plot from results
+  oracle [--data PATH] [--task T]                                oracle-mask reference rows
   fit | validate | test | predict [--config ...]                 LightningCLI (see --help)
 """
 
@@ -486,6 +511,8 @@ def main(argv: list[str] | None = None) -> int:
         return _evaluate_main(rest)
     if cmd == "leaderboard":
         return _leaderboard_main(rest)
+    if cmd == "oracle":
+        return _oracle_main(rest)
     if cmd in ("fit", "validate", "test", "predict"):
         _cli_class()(args=argv)
         return 0

@@ -93,7 +93,10 @@ def render(rows: list[dict], plot_name: str | None = "leaderboard.png") -> str:
             "items | published (cited) |",
             "|---:|---|---|---|---:|---:|---:|---:|---:|---|",
         ]
-        oracle = [m for m in group if m.get("oracle")]
+        oracle = sorted(
+            (m for m in group if m.get("oracle")),
+            key=lambda m: -(m.get(key) if m.get(key) is not None else float("-inf")),
+        )
         ranked = sorted(
             (m for m in group if not m.get("oracle")),
             key=lambda m: -(m.get(key) if m.get(key) is not None else float("-inf")),
@@ -110,7 +113,7 @@ def render(rows: list[dict], plot_name: str | None = "leaderboard.png") -> str:
             )
         for m in oracle:
             lines.append(
-                f"| ref | {_name(m)} (oracle) | | | {_fmt(m.get(key))} | "
+                f"| ref | {_name(m)} | | | {_fmt(m.get(key))} | "
                 f"{_fmt(m.get('si_sdr'))} | | | {m.get('n_items', '')} | |"
             )
         lines.append("")

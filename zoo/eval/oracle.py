@@ -1,0 +1,153 @@
+"""Oracle baselines: time-frequency masks computed from the true sources (not trained).
+
+They are the leaderboard's reference rows: what masking the mixture's STFT can reach when the
+sources are known. Kinds: ``ibm`` (ideal binary mask: each bin to the loudest source), ``irm``
+(ideal ratio mask ``|S_j| / Σ_k |S_k|``), ``wiener`` (Wiener-like ``|S_j|² / Σ_k |S_k|²``) and
+``mixture`` (the mixture itself as every estimate). Masks use every component of the mixture in
+the denominator (the noise too for noisy tasks), and are applied to the mixture's STFT with its
+phase. STFT: Hann window of ``n_fft`` samples, hop ``hop``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["OracleMask", "oracle_estimates", "run_oracles", "KINDS"]
+
+KINDS = ("ibm", "irm", "wiener", "mixture")
+
+
+def oracle_estimates(
+    mix: Tensor,
+    sources: Tensor,
+    kind: str = "irm",
+    n_fft: int = 256,
+    hop: int = 64,
+    residual: bool = True,
+) -> Tensor:
+    """Masked-mixture estimates of ``sources``.
+
+    Shape:
+        mix ``(B, C, T)``, sources ``(B, S, C, T)`` → ``(B, S, C, T)``.
+
+    Args:
+        residual: add ``mix - Σ sources`` (e.g. noise) as one more component of the denominator.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown oracle {kind!r}: choose one of {KINDS}")
+    if kind == "mixture":
+        return mix.unsqueeze(1).expand_as(sources).clone()
+    b, s, c, t = sources.shape
+    comps = sources
+    if residual:
+        comps = torch.cat([sources, (mix - sources.sum(1)).unsqueeze(1)], 1)  # (B, S+1, C, T)
+    window = torch.hann_window(n_fft, device=mix.device, dtype=mix.dtype)
+
+    def stft(x):  # (..., T) -> (..., F, N)
+        flat = x.reshape(-1, x.shape[-1])
+        out = torch.stft(flat, n_fft, hop, window=window, return_complex=True)
+        return out.reshape(*x.shape[:-1], *out.shape[-2:])
+
+    mag = stft(comps).abs()  # (B, K, C, F, N)
+    if kind == "ibm":
+        masks = torch.nn.functional.one_hot(mag.argmax(1), mag.shape[1]).movedim(-1, 1)
+        masks = masks.to(mix.dtype)
+    elif kind == "irm":
+        masks = mag / mag.sum(1, keepdim=True).clamp_min(1e-8)
+    else:
+        power = mag**2
+        masks = power / power.sum(1, keepdim=True).clamp_min(1e-8)
+    spec = stft(mix).unsqueeze(1) * masks[:, :s]  # (B, S, C, F, N)
+    flat = spec.reshape(-1, *spec.shape[-2:])
+    est = torch.istft(flat, n_fft, hop, window=window, length=t)
+    return est.reshape(b, s, c, t)
+
+
+class OracleMask(nn.Module):
+    """An oracle "separator": needs the true sources (``forward(mix, sources)``), not trained."""
+
+    needs_sources = True
+
+    def __init__(
+        self,
+        kind: str = "irm",
+        sample_rate: int = 8000,
+        n_src: int = 2,
+        n_fft: int = 256,
+        hop: int = 64,
+    ):
+        super().__init__()
+        if kind not in KINDS:
+            raise ValueError(f"unknown oracle {kind!r}: choose one of {KINDS}")
+        self.kind, self.sample_rate, self.n_src, self.n_fft, self.hop = (
+            kind,
+            sample_rate,
+            n_src,
+            n_fft,
+            hop,
+        )
+        self.sources = [f"s{i + 1}" for i in range(n_src)]
+        self.architecture = f"oracle {kind.upper() if kind != 'mixture' else 'mixture'}"
+        self.register_buffer("_device_anchor", torch.zeros(0), persistent=False)
+
+    def forward(self, mix: Tensor, sources: Tensor | None = None) -> Tensor:
+        if sources is None:
+            raise ValueError("an oracle mask needs the true sources")
+        return oracle_estimates(mix, sources, self.kind, self.n_fft, self.hop)
+
+
+def run_oracles(
+    data: str | Path,
+    results: str | Path = "results",
+    task: str = "sep_clean",
+    sample_rate: int = 8000,
+    mode: str = "min",
+    kinds=KINDS,
+    limit: int | None = None,
+) -> list[dict]:
+    """Score every oracle on Libri2Mix test, into ``<results>/libri2mix_<task>-oracle-<kind>/``."""
+    import lightning as L
+
+    from ..data.libri2mix import TASKS, Libri2MixDataModule
+    from ..data.mini import MARKER
+    from ..losses import PITLoss
+    from ..system import SeparationSystem
+    from .results import ResultsWriter
+
+    root = Path(data)
+    mini = (root / MARKER).is_file()
+    out = []
+    for kind in kinds:
+        dm = Libri2MixDataModule(str(root), task=task, sample_rate=sample_rate, mode=mode)
+        dm.setup("test")
+        if limit:
+            dm.test_set.rows = dm.test_set.rows[:limit]
+        name = f"libri2mix_{task}-oracle-{kind}"
+        writer = ResultsWriter(
+            str(Path(results) / name),
+            recipe=None,
+            mini=mini,
+            extra={
+                "model": f"oracle-{kind}",
+                "oracle": True,
+                "data_source": "built-in mini dataset (synthetic)" if mini else str(root),
+            },
+        )
+        system = SeparationSystem(
+            OracleMask(kind, sample_rate, len(TASKS[task][1])), PITLoss(), report_sdr=True
+        )
+        trainer = L.Trainer(
+            accelerator="cpu",
+            devices=1,
+            logger=False,
+            callbacks=[writer],
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+        trainer.test(system, datamodule=dm, verbose=False)
+        out.append(writer.last or {})
+    return out
