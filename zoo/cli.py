@@ -167,7 +167,11 @@ def recipe_args(
         if gpus * nodes > 1:
             args += ["--trainer.strategy=ddp"]
     args += list(overrides or [])
-    return {"args": args, "name": name, "out": out, "mini": use_mini, "root": root}
+    from .data.mini import MARKER
+
+    # Results on the built-in data are labelled mini even when it is passed as DATA=.
+    is_mini_data = use_mini or (Path(root) / MARKER).is_file()
+    return {"args": args, "name": name, "out": out, "mini": is_mini_data, "root": root}
 
 
 def run_recipe(
