@@ -5,11 +5,12 @@ import sys
 
 import pytest
 
-from zoo.backbones import ConvTasNet
+from zoo.backbones import ConvTasNet, SpectrogramUNet
 from zoo.cli import RecipeError, ZooCLI, available_recipes, load_recipe, main, recipe_args
 from zoo.losses import MixITLoss, PITLoss, SemiSupervisedLoss
 
 EXPECTED = {
+    "libri2mix_unet": (PITLoss, 2),
     "libri2mix_pit": (PITLoss, 2),
     "libri2mix_mixit": (MixITLoss, 4),
     "libri2mix_semisup_mixit": (SemiSupervisedLoss, 4),
@@ -44,7 +45,7 @@ def test_every_recipe_instantiates(name, mini, tmp_path):
         prepare_data=False,
     )
     cli = ZooCLI(args=r["args"], run=False)
-    assert isinstance(cli.model.backbone, ConvTasNet)
+    assert isinstance(cli.model.backbone, (ConvTasNet, SpectrogramUNet))
     loss_cls, n_out = EXPECTED.get(name, (object, None))
     assert isinstance(cli.model.loss, loss_cls)
     if n_out:

@@ -273,3 +273,19 @@ def test_thresholded_snr_formula():
     assert abs(float(ThresholdedSNR()(e, s)) - float(expect)) < 1e-4
     snr = 10 * torch.log10((s**2).sum() / (((s - e) ** 2).sum() + tau * (s**2).sum()))
     assert abs(float(ThresholdedSNR(normalize=True)(e, s)) + float(snr)) < 1e-4
+
+
+def test_spectral_l1_pairwise_and_pit():
+    from zoo.losses import PairwiseSpectralL1
+
+    ref = torch.randn(3, 2, 2000)
+    est = ref[:, [1, 0]] + 0.01 * torch.randn(3, 2, 2000)
+    loss = PairwiseSpectralL1()
+    pw = loss(est, ref)
+
+    def mag(x):
+        return torch.stft(x, 256, 64, window=torch.hann_window(256), return_complex=True).abs()
+
+    torch.testing.assert_close(pw[0, 0, 1], (mag(est[0, 0]) - mag(ref[0, 1])).abs().mean())
+    _, info = PITLoss(loss)(est, ref)
+    assert info["perm"].tolist() == [[1, 0]] * 3

@@ -3,13 +3,14 @@
 from .mixit import MixITLoss
 from .pit import HungarianLoss, PITLoss, best_matching
 from .semisup import SemiSupervisedLoss
-from .signal import NegSISDR, PairwiseLoss, PairwiseMSE, ThresholdedSNR
+from .signal import NegSISDR, PairwiseLoss, PairwiseMSE, PairwiseSpectralL1, ThresholdedSNR
 
 __all__ = [
     "PairwiseLoss",
     "NegSISDR",
     "ThresholdedSNR",
     "PairwiseMSE",
+    "PairwiseSpectralL1",
     "PITLoss",
     "HungarianLoss",
     "MixITLoss",

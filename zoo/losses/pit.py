@@ -75,7 +75,8 @@ class PITLoss(nn.Module):
     permutations for small ``n`` (vectorised), Hungarian algorithm above.
 
     Args:
-        signal_loss: pairwise signal loss (default: negative SI-SDR).
+        signal_loss: any module mapping ``(est, ref)`` to a ``(B, n_est, n_ref)`` pairwise matrix
+            (default: negative SI-SDR).
         method: ``"auto"``, ``"exhaustive"`` or ``"hungarian"``.
 
     Shape:
@@ -84,7 +85,7 @@ class PITLoss(nn.Module):
           aligned with ``ref[b]``; ``info["per_item"]`` is ``(B,)``.
     """
 
-    def __init__(self, signal_loss: PairwiseLoss | None = None, method: str = "auto"):
+    def __init__(self, signal_loss: nn.Module | None = None, method: str = "auto"):
         super().__init__()
         self.signal_loss = signal_loss if signal_loss is not None else NegSISDR()
         self.method = method

@@ -196,3 +196,32 @@ class PairwiseMSE(PairwiseLoss):
 
     def silence(self, est_energy, numel):
         return est_energy / numel
+
+
+class PairwiseSpectralL1(nn.Module):
+    """Pairwise L1 distance between STFT magnitudes (Jansson et al. 2017's loss, on waveforms).
+
+    Not an inner-product loss, so it serves PIT and Hungarian matching but not MixIT.
+
+    Args:
+        n_fft, hop: STFT window and hop (Hann window).
+
+    Shape:
+        est ``(B, n_est, *, T)``, ref ``(B, n_ref, *, T)`` → ``(B, n_est, n_ref)``.
+    """
+
+    def __init__(self, n_fft: int = 256, hop: int = 64):
+        super().__init__()
+        self.n_fft, self.hop = n_fft, hop
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+
+    def _mag(self, x: Tensor) -> Tensor:
+        b, n = x.shape[:2]
+        flat = x.reshape(-1, x.shape[-1])
+        spec = torch.stft(flat, self.n_fft, self.hop, window=self.window, return_complex=True)
+        return spec.abs().reshape(b, n, -1)  # (B, n, C*F*frames)
+
+    def forward(self, est: Tensor, ref: Tensor) -> Tensor:
+        check_same_trailing_shape(est, ref, type(self).__name__)
+        e, r = self._mag(est), self._mag(ref)
+        return torch.cdist(e, r, p=1) / e.shape[-1]  # (B, n_est, n_ref) mean absolute difference
