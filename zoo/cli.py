@@ -167,10 +167,10 @@ def recipe_args(
         if gpus * nodes > 1:
             args += ["--trainer.strategy=ddp"]
     args += list(overrides or [])
-    from .data.mini import MARKER
+    from .data.mini import is_mini_dataset
 
     # Results on the built-in data are labelled mini even when it is passed as DATA=.
-    is_mini_data = use_mini or (Path(root) / MARKER).is_file()
+    is_mini_data = use_mini or is_mini_dataset(root)
     return {"args": args, "name": name, "out": out, "mini": is_mini_data, "root": root}
 
 
@@ -200,12 +200,7 @@ def run_recipe(
     from .eval.results import ResultsWriter
 
     cli = _cli_class()(args=r["args"], run=False)
-    writer = ResultsWriter(
-        str(out),
-        recipe=name,
-        mini=use_mini,
-        extra={"data_source": "built-in mini dataset (synthetic)" if use_mini else str(r["root"])},
-    )
+    writer = ResultsWriter(str(out), recipe=name, mini=use_mini)
     cli.trainer.callbacks.append(writer)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     has_best = cli.trainer.checkpoint_callback and cli.trainer.checkpoint_callback.best_model_path
@@ -336,6 +331,8 @@ def separate_file(
 
     import zoo
 
+    from .data.audio import load_audio
+
     sep = zoo.load(model, download=download)
     out = Path(out_dir)
     written = []
@@ -346,22 +343,15 @@ def separate_file(
         clash = [str(t) for t in targets if t.exists()]
         if clash and not overwrite:
             raise FileExistsError(f"would overwrite {', '.join(clash)} (pass --overwrite)")
-        try:
-            wav, sr = sf.read(str(path), dtype="float32", always_2d=True)  # (T, C)
-        except Exception as exc:
-            raise ValueError(f"cannot read audio file {path}: {exc}") from exc
-        if not __import__("numpy").isfinite(wav).all():
-            raise ValueError(f"{path}: contains NaN or Inf samples")
-        bar = tqdm(
-            total=wav.shape[0], unit="sample", unit_scale=True, desc=path.name, disable=quiet
-        )
+        wav, sr = load_audio(path)  # (C, T); names the file if unreadable or non-finite
+        n_channels, n_frames = wav.shape
+        bar = tqdm(total=n_frames, unit="sample", unit_scale=True, desc=path.name, disable=quiet)
 
-        def progress(done, total, bar=bar, n=wav.shape[0]):
+        def progress(done, total, bar=bar, n=n_frames):
             bar.n = int(done / total * n)
             bar.refresh()
 
-        n_frames, n_channels = wav.shape
-        x = sep.prepare(wav.T, sr)  # at the model's rate: the long input is freed next
+        x = sep.prepare(wav, sr)  # at the model's rate: the long input is freed next
         del wav
         est = sep.separate_prepared(x, chunk_seconds, overlap, progress)  # (S, C', t)
         bar.close()

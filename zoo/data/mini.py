@@ -22,10 +22,15 @@ import soundfile as sf
 
 from .synth import random_speaker, synth_noise, synth_utterance
 
-__all__ = ["MiniSpec", "prepare_libri2mix_mini", "MIX_TYPES"]
+__all__ = ["MiniSpec", "prepare_libri2mix_mini", "is_mini_dataset", "MIX_TYPES"]
 
 MIX_TYPES = ("mix_clean", "mix_both", "mix_single")
 MARKER = ".zoo-mini.json"
+
+
+def is_mini_dataset(root: str | Path) -> bool:
+    """Whether ``root`` holds a built-in mini set (results on it are labelled ``mini``)."""
+    return (Path(root) / MARKER).is_file()
 
 
 @dataclass(frozen=True)

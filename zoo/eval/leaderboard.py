@@ -93,14 +93,12 @@ def render(rows: list[dict], plot_name: str | None = "leaderboard.png") -> str:
             "items | published (cited) |",
             "|---:|---|---|---|---:|---:|---:|---:|---:|---|",
         ]
-        oracle = sorted(
-            (m for m in group if m.get("oracle")),
-            key=lambda m: -(m.get(key) if m.get(key) is not None else float("-inf")),
-        )
-        ranked = sorted(
-            (m for m in group if not m.get("oracle")),
-            key=lambda m: -(m.get(key) if m.get(key) is not None else float("-inf")),
-        )
+
+        def best_first(m, key=key):
+            return -(m.get(key) if m.get(key) is not None else float("-inf"))
+
+        oracle = sorted((m for m in group if m.get("oracle")), key=best_first)
+        ranked = sorted((m for m in group if not m.get("oracle")), key=best_first)
         for i, m in enumerate(ranked, 1):
             backbone = (m.get("backbone") or "").rsplit(".", 1)[-1]
             pub = published.get(f"{dataset}/{task}/{m.get('architecture', backbone)}")

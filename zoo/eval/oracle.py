@@ -109,45 +109,20 @@ def run_oracles(
     limit: int | None = None,
 ) -> list[dict]:
     """Score every oracle on Libri2Mix test, into ``<results>/libri2mix_<task>-oracle-<kind>/``."""
-    import lightning as L
+    from ..data.libri2mix import TASKS
+    from .evaluate import score_on_libri2mix
 
-    from ..data.libri2mix import TASKS, Libri2MixDataModule
-    from ..data.mini import MARKER
-    from ..losses import PITLoss
-    from ..system import SeparationSystem
-    from .results import ResultsWriter
-
-    root = Path(data)
-    mini = (root / MARKER).is_file()
-    out = []
-    for kind in kinds:
-        dm = Libri2MixDataModule(str(root), task=task, sample_rate=sample_rate, mode=mode)
-        dm.setup("test")
-        if limit:
-            dm.test_set.rows = dm.test_set.rows[:limit]
-        name = f"libri2mix_{task}-oracle-{kind}"
-        writer = ResultsWriter(
-            str(Path(results) / name),
-            recipe=None,
-            mini=mini,
-            extra={
-                "model": f"oracle-{kind}",
-                "oracle": True,
-                "data_source": "built-in mini dataset (synthetic)" if mini else str(root),
-            },
+    n_src = len(TASKS[task][1])
+    return [
+        score_on_libri2mix(
+            OracleMask(kind, sample_rate, n_src),
+            data,
+            Path(results) / f"libri2mix_{task}-oracle-{kind}",
+            task,
+            "test",
+            mode,
+            limit,
+            extra={"model": f"oracle-{kind}", "oracle": True},
         )
-        system = SeparationSystem(
-            OracleMask(kind, sample_rate, len(TASKS[task][1])), PITLoss(), report_sdr=True
-        )
-        trainer = L.Trainer(
-            accelerator="cpu",
-            devices=1,
-            logger=False,
-            callbacks=[writer],
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-        )
-        trainer.test(system, datamodule=dm, verbose=False)
-        out.append(writer.last or {})
-    return out
+        for kind in kinds
+    ]

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..inference import separate_chunked
+from ..inference import resample_blocks, separate_chunked
 from .format import load_backbone
 
 __all__ = ["Separator", "load"]
@@ -25,7 +25,7 @@ class Separator(nn.Module):
 
     def __init__(self, backbone: nn.Module, config: dict | None = None):
         super().__init__()
-        self.backbone = backbone.eval()
+        self.backbone = backbone
         self.config = dict(config or {})
         self.sample_rate = int(getattr(backbone, "sample_rate", self.config.get("sample_rate")))
         self.n_src = getattr(backbone, "n_src", self.config.get("n_src"))
@@ -33,18 +33,16 @@ class Separator(nn.Module):
         self.audio_channels = getattr(backbone, "audio_channels", None)
         # Named sources (music: vocals, drums...) keep their order; anonymous ones (s1, s2...) may
         # swap between chunks and are aligned.
-        self.eval()
         self.ordered = bool(self.sources) and not all(
             s == f"s{i + 1}" for i, s in enumerate(self.sources)
         )
+        self.eval()
 
     def forward(self, mix: Tensor) -> Tensor:
         return self.backbone(mix)
 
     def prepare(self, wav: Tensor | np.ndarray, sample_rate: int) -> Tensor:
         """``(T,)`` or ``(C, T)`` input → ``(C', t)`` at the model's rate and channel count."""
-        from ..inference import resample_blocks
-
         x = torch.as_tensor(wav, dtype=torch.float32)
         if x.ndim == 1:
             x = x[None]
@@ -81,8 +79,6 @@ class Separator(nn.Module):
     def restore(self, est: Tensor, sample_rate: int, length: int, channels: int):
         """Yield ``(C, n)`` blocks of one source ``est`` ``(C', t)`` back at ``sample_rate``, with
         the input's channel count, ``length`` samples in all (block-wise: bounded memory)."""
-        from ..inference import resample_blocks
-
         done = 0
         for piece in resample_blocks(est, self.sample_rate, sample_rate):
             piece = piece[..., : max(0, length - done)]

@@ -94,8 +94,8 @@ class PITLoss(nn.Module):
         if est.shape != ref.shape:
             raise ValueError(
                 f"PITLoss: estimates {tuple(est.shape)} and references {tuple(ref.shape)} must "
-                "have "
-                "the same shape (use HungarianLoss or MixITLoss for more estimates than references)"
+                "have the same shape (use HungarianLoss or MixITLoss for more estimates than "
+                "references)"
             )
         pw = self.signal_loss(est, ref)  # (B, n, n)
         perm = best_matching(pw, self.method)

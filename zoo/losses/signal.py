@@ -201,7 +201,8 @@ class PairwiseMSE(PairwiseLoss):
 class PairwiseSpectralL1(nn.Module):
     """Pairwise L1 distance between STFT magnitudes (Jansson et al. 2017's loss, on waveforms).
 
-    Not an inner-product loss, so it serves PIT and Hungarian matching but not MixIT.
+    Not an inner-product loss, so it serves PIT only (Hungarian matching and MixIT need
+    ``PairwiseLoss.stats``).
 
     Args:
         n_fft, hop: STFT window and hop (Hann window).
