@@ -117,7 +117,7 @@ def render(rows: list[dict], plot_name: str | None = "leaderboard.png") -> str:
         lines.append("")
     lines += [
         "How to read it: each table compares models on one dataset and task with the same "
-        "evaluation code; higher is better; RTF is processing time over audio duration on "
+        "evaluation code; higher is better; RTF is separation time over audio duration on "
         "the machine that ran the test (lower is faster); oracle rows are upper references "
         "computed from the true sources.",
         "",
