@@ -1,6 +1,14 @@
 """Separation networks: every backbone maps ``(B, C, T)`` waveforms to ``(B, S, C, T)``."""
 
 from .convtasnet import ConvTasNet, conv_tasnet_paper, tdcnpp_mixit
+from .openunmix import OpenUnmix, OpenUnmixTarget
 from .unet import SpectrogramUNet
 
-__all__ = ["ConvTasNet", "SpectrogramUNet", "conv_tasnet_paper", "tdcnpp_mixit"]
+__all__ = [
+    "ConvTasNet",
+    "OpenUnmix",
+    "OpenUnmixTarget",
+    "SpectrogramUNet",
+    "conv_tasnet_paper",
+    "tdcnpp_mixit",
+]

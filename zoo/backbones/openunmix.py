@@ -11,7 +11,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["OpenUnmixTarget", "bandwidth_to_max_bin", "umxhq_target"]
+__all__ = [
+    "OpenUnmix",
+    "OpenUnmixTarget",
+    "bandwidth_to_max_bin",
+    "expectation_maximization",
+    "umxhq",
+    "umxhq_target",
+    "wiener",
+]
 
 
 def bandwidth_to_max_bin(sample_rate: float, n_fft: int, bandwidth: float) -> int:
@@ -83,3 +91,200 @@ class OpenUnmixTarget(nn.Module):
 def umxhq_target() -> OpenUnmixTarget:
     """The published umxhq configuration of one target (n_fft 4096, 16 kHz bandwidth)."""
     return OpenUnmixTarget(2049, 2, 512, 3, False, bandwidth_to_max_bin(44100, 4096, 16000))
+
+
+def _invert_small(m: Tensor) -> Tensor:
+    """Inverse of ``(..., C, C)`` complex matrices; closed form for C <= 2 (the stereo case),
+    which is exact and avoids the batched-inverse bug on this CPU for large batches."""
+    c = m.shape[-1]
+    if c == 1:
+        return 1 / m
+    if c == 2:
+        a, b, cc, d = m[..., 0, 0], m[..., 0, 1], m[..., 1, 0], m[..., 1, 1]
+        det = a * d - b * cc
+        return (
+            torch.stack([torch.stack([d, -b], -1), torch.stack([-cc, a], -1)], -2)
+            / det[..., None, None]
+        )
+    return torch.linalg.inv(m)
+
+
+def expectation_maximization(y: Tensor, x: Tensor, iterations: int, eps: float = 1e-10) -> Tensor:
+    """Refine source STFTs with the multichannel Wiener EM of Open-Unmix's post-processing
+    (Nugraha, Liutkus & Vincent 2016; the simplified updates of Liutkus et al. 2014).
+
+    Each iteration re-estimates every source's power spectral density ``v_j(t, f)`` (mean power
+    over channels) and spatial covariance ``R_j(f) = Σ_t y_j y_jᴴ / (eps + Σ_t v_j)``, then filters
+    the mixture: ``y_j = v_j R_j (sqrt(eps) I + Σ_k v_k R_k)⁻¹ x``.
+
+    Shape:
+        y ``(frames, F, C, S)`` complex initial estimates, x ``(frames, F, C)`` complex mixture
+        → ``(frames, F, C, S)``.
+    """
+    c = x.shape[-1]
+    reg = (eps**0.5) * torch.eye(c, dtype=x.dtype, device=x.device)
+    for _ in range(iterations):
+        v = y.abs().square().mean(-2)  # (frames, F, S)
+        cov = torch.einsum("tfis,tfjs->fijs", y, y.conj())  # (F, C, C, S)
+        r = cov / (eps + v.sum(0))[:, None, None, :]
+        mix_cov = torch.einsum("tfs,fijs->tfij", v.to(r.dtype), r) + reg  # (frames, F, C, C)
+        inv = _invert_small(mix_cov)
+        gain = torch.einsum("fijs,tfjk->tfiks", r, inv) * v[:, :, None, None, :]
+        y = torch.einsum("tfiks,tfk->tfis", gain, x)
+    return y
+
+
+def wiener(
+    target_mags: Tensor,
+    mix_stft: Tensor,
+    iterations: int = 1,
+    softmask: bool = False,
+    residual: bool = False,
+    scale_factor: float = 10.0,
+    eps: float = 1e-10,
+) -> Tensor:
+    """Complex source STFTs from magnitude estimates, as Open-Unmix's separator builds them.
+
+    Initial estimates: the target magnitudes with the mixture phase (``softmask=False``) or the
+    mixture times each target's share of the summed magnitudes (``softmask=True``); optionally a
+    residual source (mixture minus the targets); then ``iterations`` EM steps
+    (:func:`expectation_maximization`) on the mixture scaled so that its peak magnitude is at most
+    ``scale_factor``. ``iterations=0`` gives plain ratio masking.
+
+    Shape:
+        target_mags ``(frames, F, C, S)``, mix_stft ``(frames, F, C)`` complex →
+        ``(frames, F, C, S')`` complex, ``S' = S + residual``.
+    """
+    if softmask:
+        share = target_mags / (eps + target_mags.sum(-1, keepdim=True))
+        y = mix_stft[..., None] * share
+    else:
+        y = torch.polar(target_mags, torch.angle(mix_stft)[..., None].expand_as(target_mags))
+    if residual:
+        y = torch.cat([y, mix_stft[..., None] - y.sum(-1, keepdim=True)], -1)
+    if iterations == 0:
+        return y
+    peak = torch.clamp(mix_stft.abs().max() / scale_factor, min=1.0)
+    return expectation_maximization(y / peak, mix_stft / peak, iterations, eps) * peak
+
+
+class OpenUnmix(nn.Module):
+    """Open-Unmix separator: one :class:`OpenUnmixTarget` per source on the mixture's magnitude
+    STFT, multichannel Wiener filtering of the estimates, inverse STFT.
+
+    The state dict matches ``openunmix.model.Separator``'s network keys
+    (``target_models.<source>.*``), so published per-target weights load strictly.
+
+    Args:
+        sources: target names, one network each <vocals, drums, bass, other>.
+        sample_rate: <44100>.
+        n_fft: STFT size <4096>; hop: STFT hop <1024>.
+        nb_channels: audio channels <2>.
+        hidden_size: <512>; nb_layers: LSTM layers <3>; unidirectional: causal variant.
+        bandwidth: highest frequency the networks see, in Hz <16000> (sets ``max_bin``).
+        max_bin: the bin count itself, instead of ``bandwidth`` (converted weights store it).
+        niter: EM iterations of the Wiener filter at inference <1>; 0 = plain ratio masks. In
+            training mode no EM is run (the networks are trained on magnitudes).
+        softmask: initial estimates by soft masks instead of magnitudes with mixture phase.
+        residual: add a ``residual`` output (mixture minus the targets) before the EM.
+        wiener_win_len: frames filtered together (time-varying spatial model) <300>; ``None``: all.
+
+    Shape:
+        ``(B, C, T)`` → ``(B, S, C, T)``; :meth:`magnitudes` gives ``(B, S, C, F, frames)``.
+    """
+
+    def __init__(
+        self,
+        sources: list[str] = ("vocals", "drums", "bass", "other"),
+        sample_rate: int = 44100,
+        n_fft: int = 4096,
+        hop: int = 1024,
+        nb_channels: int = 2,
+        hidden_size: int = 512,
+        nb_layers: int = 3,
+        unidirectional: bool = False,
+        bandwidth: float | None = 16000,
+        max_bin: int | None = None,
+        niter: int = 1,
+        softmask: bool = False,
+        residual: bool = False,
+        wiener_win_len: int | None = 300,
+    ):
+        super().__init__()
+        if residual and "residual" in sources:
+            raise ValueError("with residual=True the extra output is named 'residual' already")
+        if not residual and len(sources) == 1 and niter > 0:
+            raise ValueError(
+                "the Wiener EM needs two sources or more: set residual=True or niter=0"
+            )
+        nb_bins = n_fft // 2 + 1
+        if max_bin is None and bandwidth:
+            max_bin = bandwidth_to_max_bin(sample_rate, n_fft, bandwidth)
+        self.target_models = nn.ModuleDict(
+            {
+                s: OpenUnmixTarget(
+                    nb_bins, nb_channels, hidden_size, nb_layers, unidirectional, max_bin
+                )
+                for s in sources
+            }
+        )
+        self.sample_rate, self.n_fft, self.hop = sample_rate, n_fft, hop
+        self.audio_channels = nb_channels
+        self.niter, self.softmask, self.residual = niter, softmask, residual
+        self.wiener_win_len = wiener_win_len
+        self.sources = list(sources) + (["residual"] if residual else [])
+        self.n_src = len(self.sources)
+        self.architecture = "Open-Unmix"
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+
+    def stft(self, x: Tensor) -> Tensor:
+        """``(..., T)`` → complex ``(..., F, frames)`` (centred, reflect padding)."""
+        flat = x.reshape(-1, x.shape[-1])
+        spec = torch.stft(flat, self.n_fft, self.hop, window=self.window, return_complex=True)
+        return spec.reshape(*x.shape[:-1], *spec.shape[-2:])
+
+    def magnitudes(self, mix: Tensor) -> tuple[Tensor, Tensor]:
+        """Target magnitude estimates ``(B, S, C, F, frames)`` and the mixture STFT."""
+        spec = self.stft(mix)  # (B, C, F, frames)
+        mag = spec.abs()
+        return torch.stack([m(mag) for m in self.target_models.values()], 1), spec
+
+    def forward(self, mix: Tensor) -> Tensor:
+        if mix.ndim != 3 or mix.shape[1] != self.audio_channels:
+            raise ValueError(
+                f"OpenUnmix takes (batch, {self.audio_channels} channels, time), got "
+                f"{tuple(mix.shape)}"
+            )
+        mags, spec = self.magnitudes(mix)  # (B, S, C, F, N), (B, C, F, N)
+        niter = 0 if self.training else self.niter
+        mags = mags.permute(0, 4, 3, 2, 1)  # (B, N, F, C, S)
+        spec_t = spec.permute(0, 3, 2, 1)  # (B, N, F, C)
+        frames = spec_t.shape[1]
+        win = self.wiener_win_len or frames
+        out = []
+        for b in range(mix.shape[0]):
+            pieces = [
+                wiener(
+                    mags[b, t : t + win],
+                    spec_t[b, t : t + win],
+                    niter,
+                    self.softmask,
+                    self.residual,
+                )
+                for t in range(0, frames, win)
+            ]
+            out.append(torch.cat(pieces, 0))  # (N, F, C, S)
+        est = torch.stack(out).permute(0, 4, 3, 2, 1)  # (B, S, C, F, N)
+        wav = torch.istft(
+            est.reshape(-1, *est.shape[-2:]),
+            self.n_fft,
+            self.hop,
+            window=self.window,
+            length=mix.shape[-1],
+        )
+        return wav.reshape(*est.shape[:3], -1)  # (B, S, C, T)
+
+
+def umxhq(**kwargs) -> OpenUnmix:
+    """The published umxhq separator configuration (MUSDB18-HQ; weights via ``zoo.load``)."""
+    return OpenUnmix(**kwargs)

@@ -124,15 +124,22 @@ def load(
     """A ready separator (eval mode) from a zoo model folder, a registry name or a URL.
 
     Args:
-        name_or_path: a folder with ``config.json`` + ``model.safetensors``; a registry name
-            (``zoo list``); or a URL / ``hf://owner/repo`` of a registered model.
+        name_or_path: a folder with ``config.json`` + ``model.safetensors``; a peer's checkpoint
+            (an Open-Unmix model folder, an Asteroid package or a torchaudio ConvTasNet state
+            dict, converted on the fly); a registry name (``zoo list``); or a URL /
+            ``hf://owner/repo`` of a registered model.
         download: allow fetching a registered model that is not in the cache yet.
         cache_dir: where downloads are kept (default ``$ZOO_CACHE`` or ``~/.cache/separation-zoo``).
     """
     p = Path(str(name_or_path)).expanduser()
-    if p.is_dir():
+    if (p / "config.json").is_file():
         backbone, config = load_backbone(p)
         return Separator(backbone, config)
+    if p.exists():  # a peer's checkpoint: Open-Unmix folder, Asteroid or torchaudio file
+        from .convert import from_path
+
+        backbone, config = from_path(p)
+        return Separator(backbone, {"backbone": config, "source": str(p)})
     from .registry import resolve
 
     return resolve(str(name_or_path), download=download, cache_dir=cache_dir)

@@ -7,19 +7,30 @@
 * torchaudio: the state dict of ``torchaudio.models.ConvTasNet`` (e.g. the
   ``CONVTASNET_BASE_LIBRI2MIX`` bundle); the architecture numbers are read from the tensor shapes,
   the block/repeat split (not in the weights) defaults to the bundle's 8 x 3.
+* Open-Unmix: the folder written by its ``train.py`` (``<target>.pth`` state dict, or
+  ``<target>-<hash>.pth`` as published, ``<target>.json``, ``separator.json``); the network sizes
+  are read from the tensor shapes, the STFT settings from ``separator.json`` (or given).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..backbones import ConvTasNet
+from ..backbones import ConvTasNet, OpenUnmix
 
-__all__ = ["ConversionError", "from_asteroid", "from_torchaudio_convtasnet", "rename"]
+__all__ = [
+    "ConversionError",
+    "from_asteroid",
+    "from_openunmix",
+    "from_path",
+    "from_torchaudio_convtasnet",
+    "rename",
+]
 
 
 class ConversionError(ValueError):
@@ -184,3 +195,127 @@ def from_torchaudio_convtasnet(
     model = ConvTasNet(**init_args)
     model.load_state_dict(fixed, strict=True)
     return model.eval(), {"class_path": "zoo.backbones.ConvTasNet", "init_args": init_args}
+
+
+# Keys of old Open-Unmix target checkpoints that are not network weights (the STFT window and the
+# sample rate were module state in openunmix < 1.1): dropped by name, the rest loads strictly.
+_OPENUNMIX_NON_WEIGHTS = re.compile(r"^((stft|transform\.\d+)\.window|sample_rate)$")
+
+
+def _openunmix_target_file(folder: Path, target: str) -> Path:
+    found = sorted(folder.glob(f"{target}.pth")) or sorted(folder.glob(f"{target}-*.pth"))
+    if len(found) != 1:
+        what = "no" if not found else f"{len(found)} ({', '.join(p.name for p in found)})"
+        raise ConversionError(
+            f"{folder}: expected one weights file {target}.pth or {target}-<hash>.pth, found {what}"
+        )
+    return found[0]
+
+
+def from_openunmix(
+    folder: str | Path,
+    targets: list[str] | None = None,
+    separator: dict | None = None,
+    niter: int = 1,
+    softmask: bool = False,
+    residual: bool = False,
+    wiener_win_len: int | None = 300,
+) -> tuple[nn.Module, dict]:
+    """Build a zoo ``OpenUnmix`` separator from an Open-Unmix model folder.
+
+    Args:
+        folder: holds ``<target>.pth`` (or ``<target>-<hash>.pth``) per target and
+            ``separator.json`` (``nfft``, ``nhop``, ``sample_rate``, ``nb_channels``).
+        targets: which targets, in output order (default: every ``<target>.json`` in the folder,
+            else the four MUSDB18 targets that have weights).
+        separator: the ``separator.json`` settings when the folder has none (published weights).
+        niter, softmask, residual, wiener_win_len: the Wiener post-processing (as in
+            ``openunmix.utils.load_separator``; not stored in the folder).
+
+    Returns:
+        ``(backbone, {"class_path", "init_args"})``.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ConversionError(f"{folder} is not an Open-Unmix model folder")
+    conf_file = folder / "separator.json"
+    if separator is None:
+        if not conf_file.is_file():
+            raise ConversionError(
+                f"{conf_file} is missing: pass separator={{'nfft', 'nhop', 'sample_rate'}}"
+            )
+        separator = json.loads(conf_file.read_text())
+    if targets is None:
+        targets = sorted(p.stem for p in folder.glob("*.json") if p.name != "separator.json")
+        if not targets:
+            musdb = ("vocals", "drums", "bass", "other")
+            targets = [t for t in musdb if list(folder.glob(f"{t}*.pth"))]
+        if not targets:
+            raise ConversionError(f"{folder}: no <target>.json or <target>.pth files")
+    states = {}
+    for t in targets:
+        path = _openunmix_target_file(folder, t)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        states[t] = {k: v for k, v in state.items() if not _OPENUNMIX_NON_WEIGHTS.match(k)}
+    first = states[targets[0]]
+    try:
+        hidden = first["fc1.weight"].shape[0]
+        max_bin = first["input_mean"].shape[0]
+        nb_bins = first["output_scale"].shape[0]
+        nb_channels = first["fc1.weight"].shape[1] // max_bin
+        nb_layers = 1 + max(
+            int(m.group(1)) for k in first if (m := re.match(r"lstm\.weight_ih_l(\d+)$", k))
+        )
+    except (KeyError, ValueError) as exc:
+        raise ConversionError(f"{folder}: not Open-Unmix target weights ({exc})") from exc
+    n_fft, rate = int(separator["nfft"]), int(separator["sample_rate"])
+    if n_fft // 2 + 1 != nb_bins:
+        raise ConversionError(
+            f"{folder}: separator nfft={n_fft} gives {n_fft // 2 + 1} bins, the weights have "
+            f"{nb_bins}"
+        )
+    if int(separator.get("nb_channels", nb_channels)) != nb_channels:
+        raise ConversionError(
+            f"{folder}: separator.json says {separator['nb_channels']} channels, the weights "
+            f"{nb_channels}"
+        )
+    init_args = {
+        "sources": list(targets),
+        "sample_rate": rate,
+        "n_fft": n_fft,
+        "hop": int(separator["nhop"]),
+        "nb_channels": nb_channels,
+        "hidden_size": hidden,
+        "nb_layers": nb_layers,
+        "unidirectional": "lstm.weight_ih_l0_reverse" not in first,
+        "bandwidth": None,
+        "max_bin": max_bin,
+        "niter": niter,
+        "softmask": softmask,
+        "residual": residual,
+        "wiener_win_len": wiener_win_len,
+    }
+    model = OpenUnmix(**init_args)
+    for t in targets:
+        model.target_models[t].load_state_dict(states[t], strict=True)
+    return model.eval(), {"class_path": "zoo.backbones.OpenUnmix", "init_args": init_args}
+
+
+def from_path(path: str | Path) -> tuple[nn.Module, dict]:
+    """Convert a peer checkpoint found on disk, recognising its format: an Open-Unmix folder
+    (``separator.json`` or ``<target>.pth`` files), an Asteroid package (a dict with
+    ``model_name``) or a torchaudio ConvTasNet state dict."""
+    path = Path(path)
+    if path.is_dir():
+        return from_openunmix(path)
+    if not path.is_file():
+        raise ConversionError(f"{path} does not exist")
+    ckpt = _load_checkpoint(path)
+    if "model_name" in ckpt:
+        return from_asteroid(ckpt)
+    if any(k.startswith("mask_generator.") for k in ckpt.get("state_dict", ckpt)):
+        return from_torchaudio_convtasnet(ckpt)
+    raise ConversionError(
+        f"{path}: not a checkpoint format the zoo knows (zoo folder, Asteroid package, "
+        "torchaudio ConvTasNet state dict, Open-Unmix folder)"
+    )

@@ -2,9 +2,10 @@
 
 An entry names the files of a model, where they come from (``url`` per file: ``https://``,
 ``hf://owner/repo/file``, ``file://`` or ``package:`` for files shipped inside this package) and
-the sha256 of each file. A download goes to ``<cache>/<name>/<file>.part``, is checked against the
-registry's sha256, and only then renamed into place; a mismatch is an error and the bad file is
-deleted. Nothing is downloaded unless ``download=True``.
+the sha256 of each file (or ``sha256_prefix`` for files published under torch.hub's
+``<name>-<first 8 hex digits of the sha256>`` names). A download goes to
+``<cache>/<name>/<file>.part``, is checked, and only then renamed into place; a mismatch is an
+error and the bad file is deleted. Nothing is downloaded unless ``download=True``.
 """
 
 from __future__ import annotations
@@ -61,14 +62,14 @@ def fetch(
     folder = cache_root(cache_dir) / name
     for file, spec in entry["files"].items():
         dest = folder / file
-        want = spec.get("sha256")
+        want = spec.get("sha256") or spec.get("sha256_prefix")  # prefix: torch.hub file names
         if want is None and verify:
             raise DownloadError(
                 f"{name}: no sha256 is recorded for {file} in the registry, so a download could "
                 "not be verified; fetch it yourself and load the local path, or pass verify=False"
             )
         if dest.is_file():
-            if not verify or sha256_file(dest) == want:
+            if not verify or sha256_file(dest).startswith(want):
                 continue
             dest.unlink()  # a cached file that no longer matches is dropped
         if not download:
@@ -86,7 +87,7 @@ def fetch(
             part.unlink(missing_ok=True)
             raise DownloadError(f"{name}: cannot fetch {url}: {exc}") from exc
         got = sha256_file(part)
-        if verify and got != want:
+        if verify and not got.startswith(want):
             part.unlink()
             raise DownloadError(
                 f"{name}: {file} from {url} has sha256 {got}, the registry says {want}; "
@@ -135,6 +136,11 @@ def resolve(
         backbone, bb = from_torchaudio_convtasnet(
             folder / entry["weights"], **entry.get("args", {})
         )
+        config = {"backbone": bb, "source": entry}
+    elif fmt == "openunmix":
+        from .convert import from_openunmix
+
+        backbone, bb = from_openunmix(folder, **entry.get("args", {}))
         config = {"backbone": bb, "source": entry}
     else:
         raise ModelFormatError(f"{name}: unknown format {fmt!r} in the registry")
