@@ -18,13 +18,26 @@ help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
 		awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 
+# musdb, stempeg and museval need ffmpeg + ffprobe on PATH even to import: installed from the
+# system packages when missing (Debian/Ubuntu apt, as root or through sudo).
+ffmpeg: ## Make sure ffmpeg and ffprobe are on PATH (apt-get install ffmpeg when missing)
+	@if command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null; then exit 0; fi; \
+	SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	if command -v apt-get >/dev/null; then \
+		echo "installing ffmpeg (musdb/museval need ffmpeg and ffprobe)"; \
+		$$SUDO apt-get install -y -q ffmpeg >/dev/null 2>&1 || \
+		{ $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q ffmpeg >/dev/null; }; \
+	else \
+		echo "ffmpeg/ffprobe missing: install ffmpeg with your package manager" >&2; exit 1; \
+	fi
+
 $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c $(CONSTRAINTS) -e '.[dev]'
 	touch $@
 
-install: $(VENV)/.installed ## Create .venv and install the package with its dev tools (pinned)
+install: ffmpeg $(VENV)/.installed ## Create .venv and install the package with its dev tools (pinned), and ffmpeg
 
 test: install ## Run the default test suite (fast, offline)
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
@@ -55,8 +68,8 @@ bench: bench-install ## Run the benchmarks against the peers, write BENCHMARKS.m
 	MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=68719476736 MALLOC_TOP_PAD_=1073741824 \
 		$(PY) benchmarks/run.py --out BENCHMARKS.md
 
-oracle: install ## Oracle-mask reference rows (IBM, IRM, Wiener-like, mixture) on Libri2Mix test [DATA=]
-	$(VENV)/bin/zoo oracle $(if $(DATA),--data $(DATA))
+oracle: install ## Oracle-mask reference rows (IBM, IRM, Wiener-like, mixture) on Libri2Mix and MUSDB18 test [DATA=]
+	$(if $(DATA),$(VENV)/bin/zoo oracle --data $(DATA),$(VENV)/bin/zoo oracle && $(VENV)/bin/zoo oracle --dataset musdb18-mini)
 
 leaderboard: install ## Regenerate LEADERBOARD.md (+ .csv, .png) from results/**/metrics.json
 	$(VENV)/bin/zoo leaderboard --results results -o LEADERBOARD.md
@@ -64,4 +77,4 @@ leaderboard: install ## Regenerate LEADERBOARD.md (+ .csv, .png) from results/**
 clean: ## Remove results, logs and caches (keeps .venv and data/)
 	rm -rf results lightning_logs .pytest_cache .ruff_cache
 
-.PHONY: help install test test-slow lint recipe recipes bench bench-install leaderboard oracle clean
+.PHONY: help ffmpeg install test test-slow lint recipe recipes bench bench-install leaderboard oracle clean

@@ -38,3 +38,16 @@ def tiny_libri2mix(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("data") / "Libri2Mix"
     return prepare_libri2mix_mini(root, MiniSpec(**TINY_SPEC))
+
+
+TINY_MUSDB = dict(n_train=3, n_valid=1, n_test=1, seconds=4.0, with_stempeg_example=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_musdb(tmp_path_factory):
+    """A small mini MUSDB18-HQ (real layout; the stempeg excerpt as a second test track when
+    ffmpeg is there), built once per test session."""
+    from zoo.data.musdb_mini import MusdbMiniSpec, prepare_musdb18_mini
+
+    root = tmp_path_factory.mktemp("data") / "MUSDB18-HQ"
+    return prepare_musdb18_mini(root, MusdbMiniSpec(**TINY_MUSDB))

@@ -24,7 +24,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"
-MINI_DATASETS = {"libri2mix-mini": "data/mini/Libri2Mix"}
+MINI_DATASETS = {"libri2mix-mini": "data/mini/Libri2Mix", "musdb18-mini": "data/mini/MUSDB18-HQ"}
 
 __all__ = [
     "main",
@@ -87,18 +87,23 @@ def __getattr__(name):  # ZooCLI without importing lightning at `import zoo.cli`
 
 
 def prepare(target: str, root: str | None = None, force: bool = False) -> Path:
-    """Build a built-in mini dataset (``libri2mix-mini``) in the real on-disk format."""
+    """Build a built-in mini dataset (``libri2mix-mini``, ``musdb18-mini``) in the real on-disk
+    format."""
     if target not in MINI_DATASETS:
         raise ValueError(
             f"unknown dataset {target!r}; `zoo prepare` knows: {sorted(MINI_DATASETS)}"
         )
     root = Path(root or REPO / MINI_DATASETS[target])
+    t0 = time.time()
     if target == "libri2mix-mini":
         from .data.mini import prepare_libri2mix_mini
 
-        t0 = time.time()
         prepare_libri2mix_mini(root, force=force)
-        print(f"[zoo] {target} ready at {root} ({time.time() - t0:.1f} s)", flush=True)
+    elif target == "musdb18-mini":
+        from .data.musdb_mini import prepare_musdb18_mini
+
+        prepare_musdb18_mini(root, force=force)
+    print(f"[zoo] {target} ready at {root} ({time.time() - t0:.1f} s)", flush=True)
     return root
 
 
@@ -223,7 +228,7 @@ def run_recipe(
             },
         )
         label = (
-            " (mini dataset: synthetic speech, not comparable to published numbers)"
+            " (built-in mini dataset: synthetic, not comparable to published numbers)"
             if use_mini
             else ""
         )
@@ -391,48 +396,71 @@ def _evaluate_main(argv: list[str]) -> int:
     from .eval.evaluate import evaluate
 
     p = argparse.ArgumentParser(prog="zoo evaluate", description=evaluate.__doc__)
-    p.add_argument("model", help="zoo model folder or registry name")
-    p.add_argument("--data", required=True, help="the Libri2Mix folder")
-    p.add_argument("--task", default="sep_clean")
+    p.add_argument("model", help="zoo model folder, peer checkpoint or registry name")
+    p.add_argument("--data", required=True, help="the Libri2Mix or MUSDB18(-HQ) folder")
+    p.add_argument("--task", default="sep_clean", help="Libri2Mix task")
+    p.add_argument("--chunk-seconds", type=float, help="separate songs in chunks (music)")
     p.add_argument("--split", default="test")
     p.add_argument("--mode", default="min")
     p.add_argument("-o", "--out", help="results folder (default results/eval-<model>)")
     p.add_argument("--limit", type=int, help="score only the first N items")
     p.add_argument("--download", action="store_true")
     a = p.parse_args(argv)
-    out = a.out or f"results/eval-{Path(a.model).name}-{a.task}"
+    from .eval.evaluate import is_musdb_root
+
+    music = is_musdb_root(a.data)
+    out = a.out or f"results/eval-{Path(a.model).name}-{'musdb18' if music else a.task}"
     try:
-        r = evaluate(a.model, a.data, out, a.task, a.split, a.mode, a.download, a.limit)
+        r = evaluate(
+            a.model, a.data, out, a.task, a.split, a.mode, a.download, a.limit, a.chunk_seconds
+        )
     except (ValueError, KeyError, FileNotFoundError, RuntimeError) as exc:
         print(f"zoo evaluate: error: {exc}", file=sys.stderr)
         return 2
-    print(
-        f"[zoo] {a.model}: SI-SDRi {r.get('si_sdri', float('nan')):.2f} dB, SDRi "
-        f"{r.get('sdri', float('nan')):.2f} dB over {r.get('n_items')} items -> {out}"
-    )
+    if music:
+        per = ", ".join(f"{k} {v['sdr']:.2f}" for k, v in r.get("targets", {}).items())
+        print(f"[zoo] {a.model}: SDR {r.get('sdr', float('nan')):.2f} dB ({per}) -> {out}")
+    else:
+        print(
+            f"[zoo] {a.model}: SI-SDRi {r.get('si_sdri', float('nan')):.2f} dB, SDRi "
+            f"{r.get('sdri', float('nan')):.2f} dB over {r.get('n_items')} items -> {out}"
+        )
     return 0
 
 
 def _oracle_main(argv: list[str]) -> int:
-    from .eval.oracle import KINDS, run_oracles
+    from .eval.evaluate import is_musdb_root
+    from .eval.oracle import KINDS, run_music_oracles, run_oracles
 
     p = argparse.ArgumentParser(prog="zoo oracle", description=run_oracles.__doc__)
-    p.add_argument("--data", help="the Libri2Mix folder (default: the built-in mini set)")
-    p.add_argument("--task", default="sep_clean")
-    p.add_argument("--sample-rate", type=int, default=8000)
+    p.add_argument(
+        "--data",
+        help="a Libri2Mix or MUSDB18(-HQ) folder (default: the built-in mini set of --dataset)",
+    )
+    p.add_argument("--dataset", choices=sorted(MINI_DATASETS), default="libri2mix-mini")
+    p.add_argument("--task", default="sep_clean", help="Libri2Mix task")
+    p.add_argument("--sample-rate", type=int, default=8000, help="Libri2Mix rate")
     p.add_argument("--results", default="results")
     p.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
     a = p.parse_args(argv)
-    data = a.data or str(prepare("libri2mix-mini"))
+    data = a.data or str(prepare(a.dataset))
     try:
-        rows = run_oracles(data, a.results, a.task, a.sample_rate, kinds=a.kinds)
-    except (ValueError, FileNotFoundError) as exc:
+        if is_musdb_root(data):
+            rows = run_music_oracles(data, a.results, kinds=a.kinds)
+        else:
+            rows = run_oracles(data, a.results, a.task, a.sample_rate, kinds=a.kinds)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"zoo oracle: error: {exc}", file=sys.stderr)
         return 2
     for r in rows:
+        score = (
+            f"SDR {r['sdr']:.2f} dB"
+            if "targets" in r
+            else f"SI-SDRi {r['si_sdri']:.2f} dB, SDRi {r['sdri']:.2f} dB"
+        )
         print(
-            f"[zoo] {r['model']}: SI-SDRi {r['si_sdri']:.2f} dB, SDRi {r['sdri']:.2f} dB "
-            f"over {r['n_items']} items" + (" (mini data)" if r["mini"] else "")
+            f"[zoo] {r['model']}: {score} over {r['n_items']} items"
+            + (" (mini data)" if r["mini"] else "")
         )
     return 0
 
@@ -477,7 +505,7 @@ commands:
   separate MODEL FILE... -o DIR [--chunk S] [--download]         separate audio files
   evaluate MODEL --data PATH [--task T] [-o DIR]                 score a model like a recipe
   leaderboard [--results DIR] [-o LEADERBOARD.md]                tables + plot from results
-  oracle [--data PATH] [--task T]                                oracle-mask reference rows
+  oracle [--data PATH | --dataset musdb18-mini] [--task T]       oracle-mask reference rows
   fit | validate | test | predict [--config ...]                 LightningCLI (see --help)
 """
 

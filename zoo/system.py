@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 
 import lightning as L
 import torch
@@ -13,7 +14,7 @@ from torchmetrics.functional.audio import scale_invariant_signal_distortion_rati
 
 from .losses import NegSISDR, best_matching
 
-__all__ = ["SeparationSystem", "match_and_score"]
+__all__ = ["SeparationSystem", "match_and_score", "summarize_bss"]
 
 
 def _adam(params):
@@ -21,21 +22,29 @@ def _adam(params):
 
 
 def match_and_score(
-    est: Tensor, sources: Tensor, mix: Tensor, sdr: bool = False
+    est: Tensor, sources: Tensor, mix: Tensor, sdr: bool = False, fixed: bool = False
 ) -> dict[str, Tensor]:
     """Supervised scores of estimates, whatever objective produced them.
 
     The ``n_src`` estimates that best match the sources (PIT on negative SI-SDR; with M > n_src
-    outputs, the best-matching subset) are scored with torchmetrics' SI-SDR (zero-mean), and
-    SI-SDRi subtracts the SI-SDR of the mixture itself.
+    outputs, the best-matching subset; ``fixed=True``: estimate ``j`` is source ``j``, for named
+    sources) are scored with torchmetrics' SI-SDR (zero-mean), and SI-SDRi subtracts the SI-SDR
+    of the mixture itself.
 
     Shape:
         est ``(B, M, C, T)``, sources ``(B, n_src, C, T)``, mix ``(B, C, T)``.
         Returns per-item, per-source ``si_sdr``, ``si_sdri`` ``(B, n_src)`` and ``perm``; with
         ``sdr=True`` also BSS Eval ``sdr`` and ``sdri`` (see :func:`zoo.eval.metrics.bss_sdr`).
     """
-    pw = NegSISDR()(est, sources)  # (B, M, n_src)
-    perm = best_matching(pw)  # (B, n_src)
+    if fixed:
+        if est.shape[1] != sources.shape[1]:
+            raise ValueError(
+                f"fixed matching needs one estimate per source: estimates {tuple(est.shape)}, "
+                f"sources {tuple(sources.shape)}"
+            )
+        perm = torch.arange(sources.shape[1], device=est.device).expand(est.shape[0], -1)
+    else:
+        perm = best_matching(NegSISDR()(est, sources))  # (B, n_src) from a (B, M, n_src) matrix
     matched = torch.gather(est, 1, perm[:, :, None, None].expand(-1, -1, *est.shape[2:]))
     flat = lambda x: x.flatten(2)  # noqa: E731  (B, n, C*T)
     mix_as_est = flat(mix.unsqueeze(1).expand_as(sources))  # the mixture as every estimate
@@ -61,6 +70,13 @@ class SeparationSystem(L.LightningModule):
         scheduler: LR scheduler factory; ``ReduceLROnPlateau`` is stepped on ``monitor``.
         monitor: validation metric for the scheduler (``val/si_sdr``, maximised).
         report_sdr: also report BSS Eval SDR / SDRi at test time (slower).
+        match: ``"pit"`` (anonymous sources: best permutation) or ``"fixed"`` (named sources,
+            music: output ``j`` is target ``j``).
+        bss_eval: at test time, score every item with BSS Eval v4 as museval does (SDR, ISR,
+            SIR, SAR on 1 s windows, median over windows, then over tracks; per target), with
+            :func:`zoo.eval.bsseval.bss_eval_v4`.
+        eval_chunk_seconds: separate validation/test items in chunks of this length with
+            overlap-add (bounded memory for whole songs); ``None``: in one pass.
 
     Validation and test report SI-SDR and SI-SDRi of the estimates matched to the true sources
     (see :func:`match_and_score`), accumulated with torchmetrics so DDP ranks are combined.
@@ -74,6 +90,9 @@ class SeparationSystem(L.LightningModule):
         scheduler: LRSchedulerCallable | None = None,
         monitor: str = "val/si_sdr",
         report_sdr: bool = False,
+        match: str = "pit",
+        bss_eval: bool = False,
+        eval_chunk_seconds: float | None = None,
     ):
         super().__init__()
         self.backbone = backbone
@@ -82,6 +101,10 @@ class SeparationSystem(L.LightningModule):
         self.scheduler_factory = scheduler
         self.monitor = monitor
         self.report_sdr = report_sdr
+        if match not in ("pit", "fixed"):
+            raise ValueError(f"match must be 'pit' or 'fixed', got {match!r}")
+        self.match, self.bss_eval, self.eval_chunk_seconds = match, bss_eval, eval_chunk_seconds
+        self.test_summary: dict = {}
         self.metrics = nn.ModuleDict(
             {
                 f"{stage}_{name}": MeanMetric()
@@ -112,6 +135,11 @@ class SeparationSystem(L.LightningModule):
         start = time.perf_counter()
         if getattr(self.backbone, "needs_sources", False):  # oracle baselines
             est = self.backbone(batch["mix"], batch["sources"])
+        elif self.eval_chunk_seconds:
+            from .inference import separate_chunked
+
+            chunk = int(self.eval_chunk_seconds * self.backbone.sample_rate)
+            est = separate_chunked(self.backbone, batch["mix"], chunk, align=self.match == "pit")
         else:
             est = self(batch["mix"])
         if stage == "test":  # real-time factor: separation only, not scoring
@@ -120,7 +148,11 @@ class SeparationSystem(L.LightningModule):
             if rate:
                 self.test_timing["audio_seconds"] += est.shape[0] * est.shape[-1] / rate
         sdr = self.report_sdr and stage == "test"
-        scores = match_and_score(est, batch["sources"], batch["mix"], sdr=sdr)
+        scores = match_and_score(
+            est, batch["sources"], batch["mix"], sdr=sdr, fixed=self.match == "fixed"
+        )
+        if stage == "test" and self.bss_eval:
+            scores["bss"] = self._bss_eval(est, batch["sources"])
         n = est.shape[0]
         for name in ("si_sdr", "si_sdri", "sdr", "sdri") if sdr else ("si_sdr", "si_sdri"):
             self.metrics[f"{stage}_{name}"].update(scores[name].mean(-1))
@@ -141,6 +173,35 @@ class SeparationSystem(L.LightningModule):
         self.test_rows = []
         self.test_timing = {"seconds": 0.0, "audio_seconds": 0.0}
 
+    def _names(self, n: int) -> list[str]:
+        names = list(getattr(self.backbone, "sources", None) or [])
+        return names[:n] if len(names) >= n else [f"s{j + 1}" for j in range(n)]
+
+    def _bss_eval(self, est: Tensor, sources: Tensor) -> list[dict[str, float]]:
+        """Per item: ``{"<metric>_<target>": median over 1 s windows}`` (museval's v4)."""
+        import numpy as np
+
+        from .eval.bsseval import METRICS, bss_eval_v4
+
+        names = self._names(sources.shape[1])
+        rate = int(getattr(self.backbone, "sample_rate", 44100))
+        perm = torch.arange(sources.shape[1])
+        out = []
+        for b in range(est.shape[0]):
+            ref = sources[b].double().cpu().numpy().transpose(0, 2, 1)  # (S, T, C)
+            e = est[b, perm].double().cpu().numpy().transpose(0, 2, 1)
+            framewise = bss_eval_v4(ref, e, win=rate, hop=rate, names=names)
+            with warnings.catch_warnings():  # all-NaN targets (silent throughout) stay NaN
+                warnings.simplefilter("ignore", RuntimeWarning)
+                out.append(
+                    {
+                        f"{m}_{name}": float(np.nanmedian(framewise[m][j]))
+                        for m in METRICS
+                        for j, name in enumerate(names)
+                    }
+                )
+        return out
+
     def test_step(self, batch: dict, batch_idx: int) -> None:
         scores = self._eval_step(batch, "test")
         for i, item_id in enumerate(batch["id"]):
@@ -149,6 +210,8 @@ class SeparationSystem(L.LightningModule):
                 "si_sdr": float(scores["si_sdr"][i].mean()),
                 "si_sdri": float(scores["si_sdri"][i].mean()),
             }
+            if "bss" in scores:
+                row.update(scores["bss"][i])
             for j in range(scores["si_sdr"].shape[1]):
                 row[f"si_sdr_s{j + 1}"] = float(scores["si_sdr"][i, j])
                 row[f"est_for_s{j + 1}"] = int(scores["perm"][i, j])
@@ -160,6 +223,8 @@ class SeparationSystem(L.LightningModule):
             gathered: list = [None] * torch.distributed.get_world_size()
             torch.distributed.all_gather_object(gathered, self.test_rows)
             self.test_rows = [r for part in gathered for r in part]
+        n_src = getattr(self.backbone, "n_src", None) or 1
+        self.test_summary = summarize_bss(self.test_rows, self._names(n_src))
 
     def configure_optimizers(self):
         opt = self.optimizer_factory(self.parameters())
@@ -170,3 +235,21 @@ class SeparationSystem(L.LightningModule):
             "optimizer": opt,
             "lr_scheduler": {"scheduler": sched, "monitor": self.monitor, "interval": "epoch"},
         }
+
+
+def summarize_bss(rows: list[dict], names: list[str]) -> dict:
+    """museval's aggregation: per target, the median over tracks of the per-track medians; the
+    headline ``sdr`` etc. average the per-target medians (as papers report "avg SDR")."""
+    import numpy as np
+
+    from .eval.bsseval import METRICS
+
+    if not rows or f"sdr_{names[0]}" not in rows[0]:
+        return {}
+    targets = {}
+    for name in names:
+        targets[name] = {
+            m: round(float(np.nanmedian([r[f"{m}_{name}"] for r in rows])), 4) for m in METRICS
+        }
+    avg = {m: round(float(np.mean([t[m] for t in targets.values()])), 4) for m in METRICS}
+    return {"targets": targets, **avg}

@@ -4,12 +4,14 @@ import csv
 import json
 
 import lightning as L
+import numpy as np
 import pytest
 
 from tests.conftest import TINY_SPEC
 from zoo.backbones import ConvTasNet
-from zoo.cli import available_recipes, run_recipe
+from zoo.cli import available_recipes, load_recipe, run_recipe
 from zoo.data.libri2mix import Libri2MixDataModule
+from zoo.data.mini import MARKER
 from zoo.eval.results import ResultsWriter
 from zoo.losses import PITLoss
 from zoo.system import SeparationSystem
@@ -35,18 +37,34 @@ REQUIRED = {
 
 
 @pytest.mark.parametrize("name", available_recipes())
-def test_recipe_smoke_run_writes_results(name, tiny_libri2mix, tmp_path):
-    result = run_recipe(name, overrides=SMOKE, results=tmp_path, mini_root=tiny_libri2mix)
+def test_recipe_smoke_run_writes_results(name, tiny_libri2mix, tiny_musdb, tmp_path):
+    mini = (load_recipe(name).get("recipe") or {}).get("mini_dataset", "libri2mix-mini")
+    root = {"libri2mix-mini": tiny_libri2mix, "musdb18-mini": tiny_musdb}[mini]
+    result = run_recipe(name, overrides=SMOKE, results=tmp_path, mini_root=root)
     out = tmp_path / name
     metrics = json.loads((out / "metrics.json").read_text())
     assert REQUIRED <= set(metrics)
     assert metrics["mini"] is True and metrics["recipe"] == name
-    assert metrics["n_items"] == TINY_SPEC["n_test"] and metrics["split"] == "test"
+    if mini == "musdb18-mini":  # the synthetic test tracks, and stempeg's excerpt if decoded
+        info = json.loads((root / MARKER).read_text())
+        expected = len(info["tracks"]["test"]) + bool(info["stempeg_example"])
+    else:
+        expected = TINY_SPEC["n_test"]
+    assert metrics["n_items"] == expected and metrics["split"] == "test"
     assert metrics["si_sdr"] == pytest.approx(result["si_sdr"])
     rows = list(csv.DictReader(open(out / "test_items.csv")))
-    assert len(rows) == TINY_SPEC["n_test"]
+    assert len(rows) == expected
     mean = sum(float(r["si_sdri"]) for r in rows) / len(rows)
     assert mean == pytest.approx(metrics["si_sdri"], abs=1e-4)
+    if mini == "musdb18-mini":  # museval-style scores per target, median over tracks
+        assert set(metrics["targets"]) == {"vocals", "drums", "bass", "other"}
+        sdrs = [float(r["sdr_vocals"]) for r in rows]
+        assert metrics["targets"]["vocals"]["sdr"] == pytest.approx(
+            float(np.median(sdrs)), abs=1e-3
+        )
+        assert metrics["sdr"] == pytest.approx(
+            np.mean([t["sdr"] for t in metrics["targets"].values()]), abs=1e-3
+        )
 
 
 def test_rerun_keeps_the_previous_results(tiny_libri2mix, tmp_path):

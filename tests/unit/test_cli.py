@@ -5,15 +5,21 @@ import sys
 
 import pytest
 
-from zoo.backbones import ConvTasNet, SpectrogramUNet
+from zoo.backbones import AudioSlots, ConvTasNet, OpenUnmix, SpectrogramUNet
 from zoo.cli import RecipeError, ZooCLI, available_recipes, load_recipe, main, recipe_args
-from zoo.losses import MixITLoss, PITLoss, SemiSupervisedLoss
+from zoo.data.musdb18 import MUSDB18DataModule
+from zoo.losses import FixedOrderLoss, HungarianLoss, MixITLoss, PITLoss, SemiSupervisedLoss
 
+# recipe -> (backbone class, loss class, outputs, paper-scale parameter count lower bound)
 EXPECTED = {
-    "libri2mix_unet": (PITLoss, 2),
-    "libri2mix_pit": (PITLoss, 2),
-    "libri2mix_mixit": (MixITLoss, 4),
-    "libri2mix_semisup_mixit": (SemiSupervisedLoss, 4),
+    "libri2mix_unet": (SpectrogramUNet, PITLoss, 2, 4_000_000),
+    "libri2mix_pit": (ConvTasNet, PITLoss, 2, 5_000_000),
+    "libri2mix_mixit": (ConvTasNet, MixITLoss, 4, 4_000_000),
+    "libri2mix_semisup_mixit": (ConvTasNet, SemiSupervisedLoss, 4, 4_000_000),
+    "libri2mix_audioslots": (AudioSlots, HungarianLoss, 4, 5_000_000),
+    "musdb18_umx": (OpenUnmix, FixedOrderLoss, 4, 4 * 8_893_348),
+    "musdb18_unet": (SpectrogramUNet, FixedOrderLoss, 4, 9_000_000),
+    "musdb18_convtasnet": (ConvTasNet, FixedOrderLoss, 4, 5_000_000),
 }
 
 
@@ -45,18 +51,23 @@ def test_every_recipe_instantiates(name, mini, tmp_path):
         prepare_data=False,
     )
     cli = ZooCLI(args=r["args"], run=False)
-    assert isinstance(cli.model.backbone, (ConvTasNet, SpectrogramUNet))
-    loss_cls, n_out = EXPECTED.get(name, (object, None))
+    backbone_cls, loss_cls, n_out, paper_params = EXPECTED[name]
+    assert isinstance(cli.model.backbone, backbone_cls)
     assert isinstance(cli.model.loss, loss_cls)
-    if n_out:
-        assert cli.model.backbone.n_src == n_out
+    assert cli.model.backbone.n_src == n_out
     n_params = sum(p.numel() for p in cli.model.backbone.parameters())
+    music = isinstance(cli.datamodule, MUSDB18DataModule)
+    if music:  # named targets in the datamodule's order, scored as museval does
+        assert cli.model.match == "fixed" and cli.model.bss_eval
+        assert list(cli.model.backbone.sources) == list(cli.datamodule.targets)
     if mini:
-        assert cli.trainer.max_epochs < 200 and n_params < 1_000_000  # short budget, small net
-        assert cli.datamodule.train_subset == "train-100"
+        assert cli.trainer.max_epochs < 200 and n_params < 2_000_000  # short budget, small net
+        assert music or cli.datamodule.train_subset == "train-100"
+        assert not music or cli.datamodule.setup_file == "mini_setup.yaml"
     else:
-        assert cli.trainer.max_epochs == 200 and n_params > 4_000_000
-        assert cli.datamodule.train_subset == "train-360"
+        assert cli.trainer.max_epochs >= 200 and n_params >= paper_params
+        assert music or cli.datamodule.train_subset == "train-360"
+        assert not music or cli.datamodule.setup_file is None  # musdb's official split
 
 
 def test_recipe_overrides_apply_last(tmp_path):

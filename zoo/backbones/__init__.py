@@ -1,10 +1,12 @@
 """Separation networks: every backbone maps ``(B, C, T)`` waveforms to ``(B, S, C, T)``."""
 
+from .audioslots import AudioSlots
 from .convtasnet import ConvTasNet, conv_tasnet_paper, tdcnpp_mixit
 from .openunmix import OpenUnmix, OpenUnmixTarget
 from .unet import SpectrogramUNet
 
 __all__ = [
+    "AudioSlots",
     "ConvTasNet",
     "OpenUnmix",
     "OpenUnmixTarget",

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-__all__ = ["OracleMask", "oracle_estimates", "run_oracles", "KINDS"]
+__all__ = ["OracleMask", "oracle_estimates", "run_oracles", "run_music_oracles", "KINDS"]
 
 KINDS = ("ibm", "irm", "wiener", "mixture")
 
@@ -78,6 +78,7 @@ class OracleMask(nn.Module):
         n_src: int = 2,
         n_fft: int = 256,
         hop: int = 64,
+        sources: list[str] | None = None,
     ):
         super().__init__()
         if kind not in KINDS:
@@ -89,7 +90,9 @@ class OracleMask(nn.Module):
             n_fft,
             hop,
         )
-        self.sources = [f"s{i + 1}" for i in range(n_src)]
+        self.sources = list(sources) if sources else [f"s{i + 1}" for i in range(n_src)]
+        if len(self.sources) != n_src:
+            raise ValueError(f"sources {self.sources} must name all n_src={n_src} outputs")
         self.architecture = f"oracle {kind.upper() if kind != 'mixture' else 'mixture'}"
         self.register_buffer("_device_anchor", torch.zeros(0), persistent=False)
 
@@ -122,6 +125,31 @@ def run_oracles(
             "test",
             mode,
             limit,
+            extra={"model": f"oracle-{kind}", "oracle": True},
+        )
+        for kind in kinds
+    ]
+
+
+def run_music_oracles(
+    data: str | Path,
+    results: str | Path = "results",
+    kinds=KINDS,
+    n_fft: int = 4096,
+    hop: int = 1024,
+    limit: int | None = None,
+) -> list[dict]:
+    """Score every oracle on MUSDB18(-HQ) test (four targets, STFT 4096 / 1024 at 44.1 kHz as
+    Open-Unmix), with museval's metrics, into ``<results>/musdb18-oracle-<kind>/``."""
+    from ..data.musdb18 import SOURCES
+    from .evaluate import score_on_musdb
+
+    return [
+        score_on_musdb(
+            OracleMask(kind, 44100, len(SOURCES), n_fft, hop, sources=list(SOURCES)),
+            data,
+            Path(results) / f"musdb18-oracle-{kind}",
+            limit=limit,
             extra={"model": f"oracle-{kind}", "oracle": True},
         )
         for kind in kinds

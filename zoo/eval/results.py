@@ -98,6 +98,8 @@ class ResultsWriter(L.Callback):
                 if "test/sdr" in metrics
                 else {}
             ),
+            # music: BSS Eval v4 (museval's numbers) per target and averaged over targets
+            **(getattr(pl_module, "test_summary", None) or {}),
             "backbone": f"{type(backbone).__module__}.{type(backbone).__name__}",
             "architecture": getattr(backbone, "architecture", type(backbone).__name__),
             "n_src": getattr(backbone, "n_src", None),

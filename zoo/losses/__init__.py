@@ -1,9 +1,16 @@
 """Losses: pairwise signal losses and the assignment objectives that share them."""
 
 from .mixit import MixITLoss
-from .pit import HungarianLoss, PITLoss, best_matching
+from .pit import FixedOrderLoss, HungarianLoss, PITLoss, best_matching
 from .semisup import SemiSupervisedLoss
-from .signal import NegSISDR, PairwiseLoss, PairwiseMSE, PairwiseSpectralL1, ThresholdedSNR
+from .signal import (
+    NegSISDR,
+    PairwiseLoss,
+    PairwiseMSE,
+    PairwiseSpectralL1,
+    PairwiseSpectralMSE,
+    ThresholdedSNR,
+)
 
 __all__ = [
     "PairwiseLoss",
@@ -11,7 +18,9 @@ __all__ = [
     "ThresholdedSNR",
     "PairwiseMSE",
     "PairwiseSpectralL1",
+    "PairwiseSpectralMSE",
     "PITLoss",
+    "FixedOrderLoss",
     "HungarianLoss",
     "MixITLoss",
     "SemiSupervisedLoss",

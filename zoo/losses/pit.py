@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from .signal import NegSISDR, PairwiseLoss, check_same_trailing_shape
 
-__all__ = ["best_matching", "PITLoss", "HungarianLoss"]
+__all__ = ["best_matching", "FixedOrderLoss", "PITLoss", "HungarianLoss"]
 
 # Exhaustive search is vectorised and exact; above this many candidate matchings the
 # Hungarian algorithm (scipy, O(n^3) per item) is used instead.
@@ -101,6 +101,32 @@ class PITLoss(nn.Module):
         perm = best_matching(pw, self.method)
         per_item = _gather_matched(pw, perm).mean(-1)  # (B,)
         return per_item.mean(), {"perm": perm, "per_item": per_item, "pairwise": pw}
+
+
+class FixedOrderLoss(nn.Module):
+    """Named sources (music): estimate ``j`` is scored against reference ``j``, no matching.
+
+    Args:
+        signal_loss: pairwise signal loss (its diagonal is used).
+
+    Shape:
+        est, ref ``(B, n_src, *)``, same shape → ``(loss, info)`` with ``info["per_item"]``.
+    """
+
+    def __init__(self, signal_loss: nn.Module | None = None):
+        super().__init__()
+        self.signal_loss = signal_loss if signal_loss is not None else NegSISDR()
+
+    def forward(self, est: Tensor, ref: Tensor):
+        if est.shape != ref.shape:
+            raise ValueError(
+                f"FixedOrderLoss: estimates {tuple(est.shape)} and references "
+                f"{tuple(ref.shape)} must have the same shape (one output per named target)"
+            )
+        per_source = torch.diagonal(self.signal_loss(est, ref), dim1=1, dim2=2)  # (B, n_src)
+        per_item = per_source.mean(-1)
+        perm = torch.arange(est.shape[1], device=est.device).expand(est.shape[0], -1)
+        return per_item.mean(), {"perm": perm, "per_item": per_item, "per_source": per_source}
 
 
 class HungarianLoss(nn.Module):

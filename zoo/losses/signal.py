@@ -226,3 +226,33 @@ class PairwiseSpectralL1(nn.Module):
         check_same_trailing_shape(est, ref, type(self).__name__)
         e, r = self._mag(est), self._mag(ref)
         return torch.cdist(e, r, p=1) / e.shape[-1]  # (B, n_est, n_ref) mean absolute difference
+
+
+class PairwiseSpectralMSE(PairwiseMSE):
+    """Pairwise mean squared difference between (compressed) STFT magnitudes, from inner
+    products of the magnitude features, so it serves every solver (PIT, Hungarian, MixIT).
+
+    Open-Unmix's training loss with ``power=1`` (magnitudes); AudioSlots' with ``power=0.3``
+    (``|X|^0.3``). Estimates are re-analysed with this STFT (Hann window).
+
+    Args:
+        n_fft, hop: STFT window and hop.
+        power: magnitude compression exponent.
+
+    Shape:
+        est ``(B, n_est, *, T)``, ref ``(B, n_ref, *, T)`` → ``(B, n_est, n_ref)``.
+    """
+
+    def __init__(self, n_fft: int = 4096, hop: int = 1024, power: float = 1.0):
+        super().__init__()
+        self.n_fft, self.hop, self.power = n_fft, hop, power
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+
+    def _prepare(self, x: Tensor) -> Tensor:
+        b, n = x.shape[:2]
+        flat = x.reshape(-1, x.shape[-1])
+        spec = torch.stft(flat, self.n_fft, self.hop, window=self.window, return_complex=True)
+        mag = spec.abs()
+        if self.power != 1.0:
+            mag = (mag + 1e-8) ** self.power  # eps: finite gradient at silent bins
+        return super()._prepare(mag.reshape(b, n, -1))  # (B, n, C*F*frames)

@@ -1,0 +1,91 @@
+"""AudioSlots: shapes, gradients, derived parameter count, permutation equivariance of slots."""
+
+import pytest
+import torch
+
+from zoo.backbones import AudioSlots
+from zoo.backbones.audioslots import fourier_features
+from zoo.losses import HungarianLoss, PairwiseSpectralMSE
+
+SMALL = dict(
+    n_slots=3,
+    sample_rate=8000,
+    n_fft=128,
+    hop=32,
+    chunk_seconds=0.25,
+    channels=(8, 16),
+    dim=16,
+    heads=2,
+    n_layers=2,
+    decoder_hidden=16,
+    decoder_layers=3,
+    n_fourier=3,
+)
+
+
+def derived_count(k, channels, dim, n_layers, hidden, dec_layers, n_fourier):
+    """Parameters from the layer list (no figure is published): see the module docstring."""
+    p = 4 * n_fourier + 2
+    n = channels[0] * 9 + channels[0]  # stem conv
+    prev = channels[0]
+    for c in channels:  # residual blocks: two 3x3 convs, two group norms, 1x1 shortcut
+        n += prev * c * 9 + 2 * c + c * c * 9 + 2 * c + prev * c
+        prev = c
+    n += prev * dim + dim + p * dim + dim  # token projection, token positions
+    n += k * dim  # slot queries
+    attn = 3 * dim * dim + 3 * dim + dim * dim + dim
+    n += n_layers * (2 * attn + dim * 4 * dim + 4 * dim + 4 * dim * dim + dim + 3 * 2 * dim)
+    n += 2 * dim  # final layer norm
+    n += dim * hidden + hidden + p * hidden  # broadcast: slot and position projections
+    n += (dec_layers - 2) * (hidden * hidden + hidden) + hidden + 1
+    return n
+
+
+def test_parameter_count_matches_the_layer_list():
+    model = AudioSlots()
+    got = sum(p.numel() for p in model.parameters())
+    assert got == derived_count(4, (64, 128, 256), 256, 4, 256, 3, 8) == 5_657_729
+
+
+def test_encoder_grid_and_shapes_and_gradients():
+    model = AudioSlots()  # paper STFT: 0.5 s at 16 kHz -> 257 x 65 -> encoder grid 33 x 9
+    grid = model.encoder(model.stem(torch.rand(1, 1, 257, 65)))
+    assert grid.shape[-2:] == (33, 9)
+    small = AudioSlots(**SMALL)
+    x = torch.randn(2, 1, 2000)
+    est = small(x)
+    assert est.shape == (2, 3, 1, 2000)
+    loss, info = HungarianLoss(PairwiseSpectralMSE(128, 32, 0.3), unmatched="silence")(
+        est, torch.randn(2, 2, 1, 2000)
+    )
+    loss.backward()
+    assert all(p.grad is not None for p in small.parameters())
+    assert info["perm"].shape == (2, 2)
+    assert fourier_features(5, 7, 3).shape == (35, 14)
+    with pytest.raises(ValueError, match=r"\(batch, channels, time\), got \(2000,\)"):
+        small(x[0, 0])
+    with pytest.raises(ValueError, match="mask must be"):
+        AudioSlots(mask="soft")
+
+
+@pytest.mark.parametrize("mask", ["wiener", "ibm", "none"])
+def test_permuting_slots_permutes_outputs(mask):
+    torch.manual_seed(0)
+    model = AudioSlots(**SMALL, mask=mask).eval()
+    x = torch.randn(1, 2, 4000)  # stereo, longer than a clip: chunked, aligned, cross-faded
+    perm = torch.tensor([2, 0, 1])
+    with torch.no_grad():
+        mag = torch.rand(2, 1, 65, 32)
+        spec = model.slot_spectrograms(mag)
+        out = model(x[..., :2000])
+        model.slots.copy_(model.slots[perm])
+        torch.testing.assert_close(model.slot_spectrograms(mag), spec[:, perm])
+        torch.testing.assert_close(model(x[..., :2000]), out[:, perm], atol=1e-5, rtol=1e-4)
+        assert model(x).shape == (1, 3, 2, 4000)
+
+
+def test_wiener_masks_partition_the_mixture():
+    model = AudioSlots(**SMALL).eval()
+    x = torch.randn(1, 1, 2000)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x).sum(1), x, atol=1e-4, rtol=0)

@@ -1,0 +1,198 @@
+"""BSS Eval v4 (museval's ``bss_eval_images`` with track-wide distortion filters), fast.
+
+museval (Liutkus, Stöter & Ito 2018) computes, once per track, the least-squares filters (512
+taps) that project each estimate on the delayed references, then scores 1 s windows: SDR, ISR,
+SIR and SAR of each target. This module gives the same numbers (tested against museval to 0.05
+dB) with three changes that make it more than 10x faster (``make bench``); written here because
+no maintained package provides the v4 variant:
+
+* all correlations come from one block-wise FFT pass over the track (cross-spectra summed over
+  blocks, bounded memory; torch's FFT, 4x faster than scipy's here), instead of one full-length
+  FFT per pair of signals;
+* the filters of every target come from one linear solve with all estimates as right-hand sides
+  (museval factors the same ``(S C L)^2`` matrix once per target);
+* the projections of all windows are batched FFT convolutions instead of a Python loop.
+
+Solves use scipy (LAPACK), not ``torch.linalg``, whose batched solve returns wrong values with
+several threads on some CPUs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.fft
+import scipy.linalg
+import torch
+from numpy.lib.stride_tricks import sliding_window_view
+
+__all__ = ["bss_eval_v4", "xcorr_lags", "METRICS"]
+
+METRICS = ("sdr", "isr", "sir", "sar")
+
+
+def xcorr_lags(
+    x: np.ndarray, y: np.ndarray, max_lag: int, block: int = (1 << 16) - 1022
+) -> np.ndarray:
+    """Cross-correlations at lags ``-max_lag..max_lag`` of every row of ``x`` with every row of
+    ``y`` (signals zero outside their support).
+
+    Returns ``(P, Q, 2 max_lag + 1)``: ``out[p, q, max_lag + m] = sum_n x[p, n] y[q, n + m]``.
+    """
+    p, n = x.shape
+    q, lag = y.shape[0], max_lag
+    nb = -(-n // block)
+    nfft = 1 << int(np.ceil(np.log2(block + 2 * lag)))  # torch FFTs are fastest at powers of 2
+    xpad = np.zeros((p, nb * block))
+    xpad[:, :n] = x
+    xblocks = xpad.reshape(p, nb, block)
+    ypad = np.zeros((q, nb * block + 2 * lag))
+    ypad[:, lag : lag + n] = y
+    yblocks = sliding_window_view(ypad, block + 2 * lag, axis=1)[:, ::block][:, :nb]
+    acc = torch.zeros(nfft // 2 + 1, p, q, dtype=torch.complex128)
+    step = max(1, (1 << 21) // nfft)  # blocks per pass: bounded memory for long tracks
+    for k in range(0, nb, step):
+        kk = min(step, nb - k)
+        xb = torch.zeros(p, kk, nfft, dtype=torch.float64)
+        xb[..., :block] = torch.from_numpy(xblocks[:, k : k + kk])
+        yb = torch.zeros(q, kk, nfft, dtype=torch.float64)
+        yb[..., : block + 2 * lag] = torch.from_numpy(np.array(yblocks[:, k : k + kk]))
+        xs = torch.fft.rfft(xb).permute(2, 0, 1)  # (F, P, kk)
+        ys = torch.fft.rfft(yb).permute(2, 1, 0)  # (F, kk, Q)
+        acc += xs.conj() @ ys  # cross-spectra summed over blocks
+    out = torch.fft.irfft(acc.permute(1, 2, 0), nfft)[..., : 2 * lag + 1]
+    return out.numpy()
+
+
+def _safe_db(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den == 0, np.inf, 10 * np.log10(num / np.where(den == 0, 1, den)))
+
+
+def bss_eval_v4(
+    references: np.ndarray,
+    estimates: np.ndarray,
+    win: int = 44100,
+    hop: int = 44100,
+    filters_len: int = 512,
+    names: list[str] | None = None,
+) -> dict[str, np.ndarray]:
+    """Framewise SDR, ISR, SIR, SAR as ``museval.evaluate(..., mode="v4")`` computes them.
+
+    Args:
+        references, estimates: ``(S, T, C)`` arrays (museval's layout), estimate ``j`` scored
+            against reference ``j``; estimates are zero-padded or cut to the references' length.
+        win, hop: window and hop in samples (museval: 1 s both).
+        filters_len: distortion filter taps (512).
+        names: target names, only for error messages.
+
+    Returns:
+        ``{"sdr", "isr", "sir", "sar"}`` → ``(S, n_windows)`` in dB; windows where a reference or
+        an estimate is silent are NaN (museval aggregates with ``nanmedian``).
+    """
+    ref = np.asarray(references, dtype=np.float64)
+    est = np.asarray(estimates, dtype=np.float64)
+    if ref.ndim == 2:
+        ref, est = ref[..., None], est[..., None]
+    if (
+        ref.ndim != 3
+        or est.ndim != 3
+        or ref.shape[0] != est.shape[0]
+        or ref.shape[2] != est.shape[2]
+    ):
+        raise ValueError(
+            f"references {ref.shape} and estimates {est.shape} must be (sources, time, channels) "
+            "with the same sources and channels"
+        )
+    s, n, c = ref.shape
+    if est.shape[1] != n:  # museval's pad_or_truncate
+        est = (
+            est[:, :n] if est.shape[1] > n else np.pad(est, ((0, 0), (0, n - est.shape[1]), (0, 0)))
+        )
+    names = names or [f"source {j}" for j in range(s)]
+    for what, x in (("reference", ref), ("estimate", est)):
+        silent = np.all(x.sum(-1) == 0, axis=1)
+        if silent.any():
+            raise ValueError(
+                f"the {what} of {names[int(np.argmax(silent))]} is silent over the whole signal: "
+                "BSS Eval is undefined (museval refuses it too)"
+            )
+    L = filters_len
+    refs = ref.transpose(0, 2, 1).reshape(s * c, n)  # rows (source, channel)
+    ests = est.transpose(0, 2, 1).reshape(s * c, n)
+    xc = xcorr_lags(refs, np.concatenate([refs, ests]), L - 1)  # (SC, 2SC, 2L-1)
+    a = s * c
+    # G[(a, m1), (b, m2)] = xc[a, b, L-1+m1-m2]: Toeplitz blocks, read as strided views, one copy.
+    toeplitz = sliding_window_view(xc[:, :a, ::-1], L, axis=-1)[:, :, ::-1]  # (SC, SC, L, L)
+    gram = np.empty((a, L, a, L))
+    gram[:] = toeplitz.transpose(0, 2, 1, 3)
+    gram = gram.reshape(a * L, a * L)
+    d = xc[:, a:, L - 1 :].transpose(0, 2, 1).reshape(a * L, a)  # (SC L, S_est C)
+    own = np.empty((s, c, L, c))  # each estimate projected on its own reference only
+    for j in range(s):
+        rows = slice(j * c * L, (j + 1) * c * L)
+        own[j] = _solve(gram[rows, rows].copy(), d[rows, j * c : (j + 1) * c]).reshape(c, L, c)
+    filt = _solve(gram, d).reshape(s, c, L, s, c)  # (i, ci, m, e, co); overwrites gram
+    nwin = int(np.floor((n - win + hop) / hop)) if win < n else 1
+    length = min(win, n)
+    nfft = scipy.fft.next_fast_len(length + L - 1, real=True)  # linear convolutions, no wrap
+    # Filters as (F, S C, S C) matrices mapping reference (i, ci) to estimate (e, co) spectra;
+    # the own-source filters are block diagonal.
+    h_all = scipy.fft.rfft(filt.reshape(a, L, a), nfft, axis=1).transpose(1, 0, 2)
+    h_own = np.zeros_like(h_all)
+    for j in range(s):
+        blk = scipy.fft.rfft(own[j], nfft, axis=1).transpose(1, 0, 2)  # (F, C, C)
+        h_own[:, j * c : (j + 1) * c, j * c : (j + 1) * c] = blk
+    # Energies of the projections by Parseval on the rfft bins: no inverse FFTs.
+    weight = np.full(nfft // 2 + 1, 2.0 / nfft)
+    weight[0] = 1.0 / nfft
+    if nfft % 2 == 0:
+        weight[-1] = 1.0 / nfft
+
+    def energy(spec):  # (F, nw, S C) -> (S, nw)
+        power = np.einsum("fwk,f->kw", spec.real**2 + spec.imag**2, weight)
+        return power.reshape(s, c, -1).sum(1)
+
+    signals = np.stack([ref, est]).transpose(0, 1, 3, 2)  # (2, S, C, T)
+    windows = sliding_window_view(signals, length, axis=-1)[..., ::hop, :][..., :nwin, :]
+    out = {k: np.empty((s, nwin)) for k in METRICS}
+    step = max(1, (1 << 21) // (a * nfft))  # windows per pass (~100 MB of spectra)
+    for w0 in range(0, nwin, step):
+        buf = np.zeros((2, s, c, min(step, nwin - w0), nfft))
+        buf[..., :length] = windows[:, :, :, w0 : w0 + step]
+        r, e = buf[0, ..., :length], buf[1, ..., :length]  # (S, C, nw, length)
+        spec = torch.fft.rfft(torch.from_numpy(buf)).numpy()  # (2, S, C, nw, F)
+        spec = spec.reshape(2, a, -1, spec.shape[-1]).transpose(0, 3, 2, 1)  # (2, F, nw, S C)
+        rf, ef = spec[0], spec[1]
+        p_all, p_own = rf @ h_all, rf @ h_own  # (F, nw, S C) projections
+        true = (r**2).sum(axis=(1, 3))  # (S, nw)
+        res = {
+            "sdr": _safe_db(true, ((e - r) ** 2).sum(axis=(1, 3))),
+            "isr": _safe_db(true, energy(p_own - rf)),
+            "sir": _safe_db(energy(p_own), energy(p_all - p_own)),
+            "sar": _safe_db(energy(p_all), energy(ef - p_all)),
+        }
+        silent = np.all(buf.sum(2) == 0, axis=-1).any(1)  # (2, nw): any source silent
+        for k, v in res.items():
+            v[:, silent.any(0)] = np.nan
+            out[k][:, w0 : w0 + step] = v
+    return out
+
+
+def _solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``(a + eps I)^-1 b`` for a Gram matrix ``a`` (overwritten), museval's regularisation.
+
+    Cholesky (half the work of museval's LU, same solution up to rounding for a positive
+    definite matrix); LU, then least squares (museval's fallback) when it is not.
+    """
+    eps = np.finfo(float).eps
+    a.flat[:: a.shape[0] + 1] += eps
+    try:
+        return scipy.linalg.cho_solve(
+            scipy.linalg.cho_factor(a, overwrite_a=False, check_finite=False), b, check_finite=False
+        )
+    except np.linalg.LinAlgError:
+        pass
+    try:
+        return scipy.linalg.solve(a, b, check_finite=False)
+    except np.linalg.LinAlgError:
+        return scipy.linalg.lstsq(a, b)[0]
