@@ -126,6 +126,10 @@ class SeparationSystem(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         est = self(batch["mix"])  # (B, M, C, T)
         loss, info = self._loss(est, batch)
+        if hasattr(self.backbone, "auxiliary_loss"):  # backbone-specific terms (Meta-TasNet)
+            aux = self.backbone.auxiliary_loss(batch["ref"])
+            self.log("train/aux_loss", aux, batch_size=est.shape[0])
+            loss = loss + aux
         self.log("train/loss", loss, prog_bar=True, batch_size=est.shape[0])
         if "supervised_share" in info:
             self.log("train/supervised_share", info["supervised_share"], batch_size=est.shape[0])

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from zoo.backbones import AudioSlots, ConvTasNet, OpenUnmix, SpectrogramUNet
+from zoo.backbones import AudioSlots, ConvTasNet, MetaTasNet, OpenUnmix, SpectrogramUNet
 from zoo.cli import RecipeError, ZooCLI, available_recipes, load_recipe, main, recipe_args
 from zoo.data.musdb18 import MUSDB18DataModule
 from zoo.losses import FixedOrderLoss, HungarianLoss, MixITLoss, PITLoss, SemiSupervisedLoss
@@ -20,6 +20,7 @@ EXPECTED = {
     "musdb18_umx": (OpenUnmix, FixedOrderLoss, 4, 4 * 8_893_348),
     "musdb18_unet": (SpectrogramUNet, FixedOrderLoss, 4, 9_000_000),
     "musdb18_convtasnet": (ConvTasNet, FixedOrderLoss, 4, 5_000_000),
+    "musdb18_metatasnet": (MetaTasNet, FixedOrderLoss, 4, 45_000_000),
 }
 
 

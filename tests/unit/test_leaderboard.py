@@ -56,3 +56,63 @@ def test_bad_results_file_is_named(tmp_path):
     (tmp_path / "x" / "metrics.json").write_text("{nope")
     with pytest.raises(ValueError, match="x/metrics.json"):
         collect(tmp_path)
+
+
+def test_music_tables_rank_by_sdr_with_per_target_columns(tmp_path):
+    root = tmp_path / "results"
+    base = {
+        "dataset": "MUSDB18-HQ",
+        "task": "vocals+drums+bass+other",
+        "mini": True,
+        "loss": "FixedOrderLoss",
+        "params": 1_000_000,
+        "n_items": 4,
+        "si_sdr": 1.0,
+    }
+    rows = {
+        "musdb18_umx": dict(
+            architecture="Open-Unmix",
+            sdr=6.0,
+            targets={
+                "vocals": {"sdr": 4.5},
+                "drums": {"sdr": 5.5},
+                "bass": {"sdr": 5.5},
+                "other": {"sdr": 8.5},
+            },
+        ),
+        "musdb18_unet": dict(
+            architecture="U-Net",
+            sdr=7.25,
+            targets={
+                "other": {"sdr": 9.0},
+                "vocals": {"sdr": 7.0},
+                "drums": {"sdr": 6.0},
+                "bass": {"sdr": 7.0},
+            },
+        ),
+        "musdb18-oracle-irm": dict(
+            model="oracle-irm",
+            oracle=True,
+            sdr=12.0,
+            targets={
+                "vocals": {"sdr": 11.0},
+                "drums": {"sdr": 12.0},
+                "bass": {"sdr": 13.0},
+                "other": {"sdr": 12.0},
+            },
+        ),
+    }
+    for name, extra in rows.items():
+        (root / name).mkdir(parents=True)
+        (root / name / "metrics.json").write_text(json.dumps({**base, "recipe": name, **extra}))
+    md = render(collect(root), plot_name=None)
+    table = md[md.index("## MUSDB18-HQ vocals+drums+bass+other") :]
+    assert "| SDR (dB) | vocals SDR | drums SDR | bass SDR | other SDR | SI-SDR (dB) |" in table
+    assert (
+        "| 1 | musdb18_unet | U-Net | FixedOrderLoss | 7.25 | 7.00 | 6.00 | 7.00 | 9.00 |" in table
+    )
+    assert (
+        "| 2 | musdb18_umx | Open-Unmix | FixedOrderLoss | 6.00 | 4.50 | 5.50 | 5.50 | 8.50 |"
+        in table
+    )
+    assert "| ref | oracle-irm | | | 12.00 | 11.00 | 12.00 | 13.00 | 12.00 |" in table

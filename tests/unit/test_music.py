@@ -211,3 +211,47 @@ def test_summary_is_median_over_tracks_then_mean_over_targets():
     out = summarize_bss(rows, ["a", "b"])
     assert out["targets"]["a"]["sdr"] == 3.0 and out["targets"]["b"]["sdr"] == 6.0
     assert out["sdr"] == 4.5
+
+
+def test_zoo_evaluate_scores_a_converted_openunmix_on_musdb(tiny_musdb, tmp_path):
+    # The Open-Unmix folder made by the real package (16 kHz, vocals + accompaniment): the data
+    # are resampled to its rate and scored per target with the museval-equivalent metrics.
+    from tests.conftest import FIXTURES
+    from zoo.cli import main
+
+    out = tmp_path / "eval"
+    assert (
+        main(
+            [
+                "evaluate",
+                str(FIXTURES / "openunmix_tiny"),
+                "--data",
+                str(tiny_musdb),
+                "-o",
+                str(out),
+                "--limit",
+                "1",
+            ]
+        )
+        == 0
+    )
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["dataset"] == "MUSDB18-HQ" and metrics["sample_rate"] == 16000
+    assert set(metrics["targets"]) == {"accompaniment", "vocals"} and metrics["n_items"] == 1
+    assert metrics["mini"] is True and metrics["macs_per_second"] > 0
+    assert all(np.isfinite(metrics["targets"][t]["sdr"]) for t in metrics["targets"])
+    bad = tmp_path / "bad"
+    assert (
+        main(
+            [
+                "evaluate",
+                "convtasnet-tiny-random",
+                "--data",
+                str(tiny_musdb),
+                "-o",
+                str(bad),
+                "--download",
+            ]
+        )
+        == 2
+    )  # anonymous outputs s1, s2 are not MUSDB18 targets

@@ -2,12 +2,14 @@
 
 from .audioslots import AudioSlots
 from .convtasnet import ConvTasNet, conv_tasnet_paper, tdcnpp_mixit
+from .metatasnet import MetaTasNet
 from .openunmix import OpenUnmix, OpenUnmixTarget
 from .unet import SpectrogramUNet
 
 __all__ = [
     "AudioSlots",
     "ConvTasNet",
+    "MetaTasNet",
     "OpenUnmix",
     "OpenUnmixTarget",
     "SpectrogramUNet",

@@ -73,7 +73,10 @@ class AudioSlots(nn.Module):
         n_fourier: octaves of Fourier position features (per axis, sine and cosine).
         mask: at inference, turn the slot magnitudes into ``"wiener"`` (power ratio) or
             ``"ibm"`` (binary) masks on the mixture STFT, or ``"none"`` (the generated magnitudes
-            with the mixture phase, as in training).
+            with the mixture phase).
+        train_masked: in training too, output the Wiener-masked mixture instead of the generated
+            magnitudes with the mixture phase (the paper's generative training). Ours: on the
+            short mini budget the generative decoder stays near the mean spectrogram.
 
     Shape:
         ``(B, C, T)`` → ``(B, n_slots, C, T)`` (channels separated independently);
@@ -97,6 +100,7 @@ class AudioSlots(nn.Module):
         decoder_layers: int = 3,
         n_fourier: int = 8,
         mask: str = "wiener",
+        train_masked: bool = False,
     ):
         super().__init__()
         if mask not in ("wiener", "ibm", "none"):
@@ -104,7 +108,7 @@ class AudioSlots(nn.Module):
         self.n_src = n_slots
         self.sample_rate, self.n_fft, self.hop, self.power = sample_rate, n_fft, hop, power
         self.chunk = int(round(chunk_seconds * sample_rate))
-        self.mask, self.n_fourier = mask, n_fourier
+        self.mask, self.n_fourier, self.train_masked = mask, n_fourier, train_masked
         self.sources = [f"s{i + 1}" for i in range(n_slots)]
         self.audio_channels = None
         self.architecture = "AudioSlots"
@@ -149,10 +153,11 @@ class AudioSlots(nn.Module):
         spec = torch.stft(wav, self.n_fft, self.hop, window=self.window, return_complex=True)
         comp = (spec.abs() + 1e-8) ** self.power  # (N, F, frames)
         est_mag = self.slot_spectrograms(comp[:, None]) ** (1 / self.power)  # (N, K, F, frames)
-        if self.training or self.mask == "none":
+        mode = ("wiener" if self.train_masked else "none") if self.training else self.mask
+        if mode == "none":
             est = torch.polar(est_mag, torch.angle(spec)[:, None].expand_as(est_mag))
         else:
-            if self.mask == "ibm":
+            if mode == "ibm":
                 masks = F.one_hot(est_mag.argmax(1), est_mag.shape[1]).movedim(-1, 1)
                 masks = masks.to(est_mag.dtype)
             else:

@@ -54,6 +54,11 @@ def _fmt(v, digits=2) -> str:
     return "" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))
 
 
+def _target_order(name: str) -> tuple:
+    order = ["vocals", "drums", "bass", "other", "accompaniment"]
+    return (order.index(name) if name in order else len(order), name)
+
+
 def _tables(rows: list[dict]) -> dict[tuple, list[dict]]:
     groups: dict[tuple, list[dict]] = {}
     for m in rows:
@@ -88,11 +93,19 @@ def render(rows: list[dict], plot_name: str | None = "leaderboard.png") -> str:
             ),
             "",
         ]
+        # music: museval's SDR per target next to the average
+        targets = sorted({t for m in group for t in (m.get("targets") or {})}, key=_target_order)
+        extra_head = "".join(f" {t} SDR |" for t in targets)
         lines += [
-            f"| # | model | backbone | objective | {label} | SI-SDR (dB) | params | RTF | "
-            "items | published (cited) |",
-            "|---:|---|---|---|---:|---:|---:|---:|---:|---|",
+            f"| # | model | backbone | objective | {label} |{extra_head} SI-SDR (dB) | params | "
+            "RTF | items | published (cited) |",
+            "|---:|---|---|---|---:|" + "---:|" * len(targets) + "---:|---:|---:|---:|---|",
         ]
+
+        def per_target(m, targets=targets):
+            return "".join(
+                f" {_fmt((m.get('targets') or {}).get(t, {}).get('sdr'))} |" for t in targets
+            )
 
         def best_first(m, key=key):
             return -(m.get(key) if m.get(key) is not None else float("-inf"))
@@ -105,13 +118,13 @@ def render(rows: list[dict], plot_name: str | None = "leaderboard.png") -> str:
             cited = "" if mini or not pub else f"{pub[key]:.1f} ({pub['source']}; {pub['setup']})"
             lines.append(
                 f"| {i} | {_name(m)} | {m.get('architecture', backbone)} | {m.get('loss', '')} | "
-                f"{_fmt(m.get(key))} | {_fmt(m.get('si_sdr'))} | "
+                f"{_fmt(m.get(key))} |{per_target(m)} {_fmt(m.get('si_sdr'))} | "
                 f"{m.get('params', 0) / 1e6:.2f} M | {_fmt(m.get('rtf'), 3)} | "
                 f"{m.get('n_items', '')} | {cited} |"
             )
         for m in oracle:
             lines.append(
-                f"| ref | {_name(m)} | | | {_fmt(m.get(key))} | "
+                f"| ref | {_name(m)} | | | {_fmt(m.get(key))} |{per_target(m)} "
                 f"{_fmt(m.get('si_sdr'))} | | | {m.get('n_items', '')} | |"
             )
         lines.append("")
@@ -119,7 +132,8 @@ def render(rows: list[dict], plot_name: str | None = "leaderboard.png") -> str:
         "How to read it: each table compares models on one dataset and task with the same "
         "evaluation code; higher is better; RTF is separation time over audio duration on "
         "the machine that ran the test (lower is faster); oracle rows are upper references "
-        "computed from the true sources.",
+        "computed from the true sources. Music tables give museval's BSS Eval v4 SDR (median "
+        "over 1 s windows, then over tracks) per target and its mean over targets.",
         "",
     ]
     return "\n".join(lines)

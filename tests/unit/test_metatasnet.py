@@ -1,0 +1,78 @@
+"""Meta-TasNet: shapes, gradients, the parameter count derived from its layer list, stages."""
+
+import pytest
+import torch
+
+from zoo.backbones import MetaTasNet
+
+SMALL = dict(n_filters=32, bn_chan=16, hid_chan=16, n_layers=2, n_stacks=1, mels=16)
+
+
+def derived_count(s=4, base=8000, stages=3, n=440, k=20, b=160, h=160, layers=6, stacks=3,
+                  ck=3, filters=3, mels=256, e1=8, e2=5):  # fmt: skip
+    """Parameters from the layer list of the authors' code (pfnet-research/meta-tasnet)."""
+
+    def gconv(c_in, c_out, kernel=1, groups=1):  # P (e1 -> e2) and W (e2 -> kernel)
+        w = c_out * (c_in // groups) * kernel
+        return e1 * e2 + e2 + e2 * w + w
+
+    def gnorm(c):
+        return e1 * e2 + e2 + e2 * 2 * c + 2 * c
+
+    total = 0
+    for i in range(stages):
+        m = 2**i
+        nn_, kk, sr = n * m, k * m, base * m
+        bins = 1024 * (sr // 8000) // 2 + 1
+        enc = sum((nn_ // 4) * kk * 2**j for j in range(filters)) + 2 * bins
+        enc += bins * mels + mels + (filters * (nn_ // 4) + mels) * nn_ + nn_ * nn_
+        widths = [nn_ // 2 ** (j + 1) for j in range(filters)]
+        dec = nn_ * sum(widths) + sum(w * kk * 2**j for j, w in enumerate(widths))
+        n_in = nn_ + nn_ // 2 if i else nn_
+        mask = 1 + gnorm(n_in) + gconv(n_in, b) + 1 + gnorm(b)
+        block = gconv(b, h) + 1 + gnorm(h) + gconv(h, h, ck, h) + 1 + gnorm(h) + 2 * gconv(h, b)
+        mask += layers * stacks * block + 1 + gnorm(b) + gconv(b, nn_) + 1 + gnorm(nn_)
+        total += enc + dec + mask + s * e1
+    return total
+
+
+def test_parameter_count_matches_the_layer_list():
+    assert sum(p.numel() for p in MetaTasNet().parameters()) == derived_count() == 45_531_260
+    small = MetaTasNet(**SMALL)
+    want = derived_count(n=32, b=16, h=16, layers=2, stacks=1, mels=16)
+    assert sum(p.numel() for p in small.parameters()) == want
+
+
+def test_shapes_stages_and_gradients():
+    model = MetaTasNet(**SMALL)
+    assert model.sample_rate == 32000 and [s.sample_rate for s in model.stages] == [
+        8000,
+        16000,
+        32000,
+    ]
+    x = torch.randn(2, 2, 16001)  # any length: padded to the strides, cut back
+    est = model(x)
+    assert est.shape == (2, 4, 2, 16001)
+    frames = [latent.shape[-1] for _, _, latent in model._cache["stages"]]
+    assert len(set(frames)) == 1  # the stride doubles with the rate: same frames per stage
+    aux = model.auxiliary_loss(torch.randn(2, 4, 2, 16001))
+    (est.square().mean() + aux).backward()
+    unused = {n for n, p in model.named_parameters() if p.grad is None}
+    # only the last TCN block's residual output feeds nothing (as in the authors' code)
+    assert unused and all(".mask.blocks.1.res." in n for n in unused)
+    model.eval()
+    with pytest.raises(RuntimeError, match="forward pass in training mode"):
+        with torch.no_grad():
+            model(x)
+        model.auxiliary_loss(torch.randn(2, 4, 2, 16001))
+
+
+def test_generated_and_independent_masking_parameters():
+    gen = MetaTasNet(**SMALL)
+    ind = MetaTasNet(**SMALL, generated=False)
+    names = {n for n, _ in gen.named_parameters()}
+    assert any(".project." in n for n in names) and "stages.0.embedding.weight" in names
+    assert not any(".project." in n for n, _ in ind.named_parameters())
+    assert ind(torch.randn(1, 1, 8000)).shape == (1, 4, 1, 8000)
+    with pytest.raises(ValueError, match="multiples of 8"):
+        MetaTasNet(n_filters=30)
