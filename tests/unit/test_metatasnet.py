@@ -76,3 +76,20 @@ def test_generated_and_independent_masking_parameters():
     assert ind(torch.randn(1, 1, 8000)).shape == (1, 4, 1, 8000)
     with pytest.raises(ValueError, match="multiples of 8"):
         MetaTasNet(n_filters=30)
+
+
+def test_outputs_are_rescaled_to_the_mixture_by_least_squares():
+    torch.manual_seed(0)
+    model = MetaTasNet(**SMALL).eval()
+    mix = torch.randn(2, 2, 8000)
+    with torch.no_grad():
+        est = model(mix)
+        raw = MetaTasNet(**SMALL, rescale_to_mixture=False).eval()
+        raw.load_state_dict(model.state_dict())
+        unscaled = raw(mix)
+    total = est.sum(1)  # (B, C, T): the least-squares residual is orthogonal to the fit
+    torch.testing.assert_close(
+        (total * (mix - total)).sum(-1), torch.zeros(2, 2), atol=1e-3, rtol=0
+    )
+    ratio = est / unscaled  # one gain per item and channel, shared by the sources
+    assert torch.allclose(ratio, ratio[:, :1, :, :1].expand_as(ratio), rtol=1e-3, atol=1e-3)

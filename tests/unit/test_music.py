@@ -255,3 +255,20 @@ def test_zoo_evaluate_scores_a_converted_openunmix_on_musdb(tiny_musdb, tmp_path
         )
         == 2
     )  # anonymous outputs s1, s2 are not MUSDB18 targets
+
+
+def test_bss_eval_scores_a_silent_estimate_instead_of_failing():
+    # museval refuses an all-zero estimate; a model that outputs silence for a target must still
+    # be scored: SDR 0 dB (the error is the reference itself), no ISR/SIR/SAR, others unchanged.
+    rng = np.random.default_rng(2)
+    ref = rng.standard_normal((3, 3 * 4410, 2))
+    est = ref + 0.3 * rng.standard_normal(ref.shape)
+    full = bss_eval_v4(ref, est, win=4410, hop=4410)
+    est[1] = 0
+    with pytest.raises(ValueError, match="estimate of s1 is silent"):
+        bss_eval_v4(ref, est, win=4410, hop=4410, names=["s0", "s1", "s2"])
+    out = bss_eval_v4(ref, est, win=4410, hop=4410, silent_estimates="score")
+    np.testing.assert_allclose(out["sdr"][1], 0.0, atol=1e-9)
+    assert np.isnan(out["sir"][1]).all() and np.isnan(out["sar"][1]).all()
+    np.testing.assert_allclose(out["sdr"][[0, 2]], full["sdr"][[0, 2]], atol=1e-9)
+    assert np.isfinite(out["sir"][[0, 2]]).all()

@@ -258,6 +258,11 @@ class MetaTasNet(nn.Module):
         enc_filters: parallel encoder convolutions <3>; mels: spectrogram projection <256>.
         emb_dim: instrument embedding <E_1=8>; emb_bottleneck: <E_2=5>.
         generated: generate the masking parameters (``False``: independent per instrument).
+        rescale_to_mixture: multiply the outputs by the gain that makes their sum closest to the
+            mixture (least squares, per item and channel). The authors' SI-SNR loss leaves the
+            output scale free while museval's SDR is not scale-invariant (a mini run without it:
+            SI-SDRi +0.9 dB, SDR -4 dB); the gain uses the mixture only and does not change
+            SI-SNR. Ours, not the paper's.
         dissimilarity_weight, similarity_weight, reconstruction_weight: auxiliary loss weights
             <3.0, 2.0, 0.05>.
 
@@ -286,6 +291,7 @@ class MetaTasNet(nn.Module):
         dissimilarity_weight: float = 3.0,
         similarity_weight: float = 2.0,
         reconstruction_weight: float = 0.05,
+        rescale_to_mixture: bool = True,
     ):
         super().__init__()
         for c in (n_filters, bn_chan, hid_chan):
@@ -298,6 +304,7 @@ class MetaTasNet(nn.Module):
         self.stride, self.audio_channels = stride, None
         self.architecture = "Meta-TasNet"
         self.weights = (dissimilarity_weight, similarity_weight, reconstruction_weight)
+        self.rescale_to_mixture = rescale_to_mixture
         self.stages = nn.ModuleList(
             _Stage(
                 self.n_src,
@@ -333,7 +340,13 @@ class MetaTasNet(nn.Module):
             est, hidden, latent = stage(xi, hidden)
             stages.append((xi, est, latent))
         self._cache = {"stages": stages, "shape": (b, c, t)} if self.training else None
-        return est[..., :t].reshape(b, c, self.n_src, t).transpose(1, 2)  # (B, S, C, T)
+        est = est[..., 0, :t]  # (BC, S, T)
+        if self.rescale_to_mixture:
+            total = est.sum(1)  # (BC, T)
+            ref = mix.reshape(b * c, t)
+            gain = (total * ref).sum(-1) / total.square().sum(-1).clamp_min(1e-8)
+            est = est * gain[:, None, None]
+        return est.reshape(b, c, self.n_src, t).transpose(1, 2)  # (B, S, C, T)
 
     def auxiliary_loss(self, ref: Tensor) -> Tensor:
         """The paper's extra training terms for the last :meth:`forward` (training mode):

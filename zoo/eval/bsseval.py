@@ -75,6 +75,7 @@ def bss_eval_v4(
     hop: int = 44100,
     filters_len: int = 512,
     names: list[str] | None = None,
+    silent_estimates: str = "error",
 ) -> dict[str, np.ndarray]:
     """Framewise SDR, ISR, SIR, SAR as ``museval.evaluate(..., mode="v4")`` computes them.
 
@@ -84,6 +85,10 @@ def bss_eval_v4(
         win, hop: window and hop in samples (museval: 1 s both).
         filters_len: distortion filter taps (512).
         names: target names, only for error messages.
+        silent_estimates: an estimate that is zero over the whole signal makes museval raise;
+            ``"error"`` does the same, ``"score"`` gives it its SDR (0 dB where the reference
+            sounds: the error is the reference itself) and NaN ISR/SIR/SAR (no projection), so
+            that a model that outputs silence is scored, not crashed.
 
     Returns:
         ``{"sdr", "isr", "sir", "sar"}`` → ``(S, n_windows)`` in dB; windows where a reference or
@@ -109,8 +114,11 @@ def bss_eval_v4(
             est[:, :n] if est.shape[1] > n else np.pad(est, ((0, 0), (0, n - est.shape[1]), (0, 0)))
         )
     names = names or [f"source {j}" for j in range(s)]
+    silent_est = np.all(est.sum(-1) == 0, axis=1)  # (S,)
     for what, x in (("reference", ref), ("estimate", est)):
         silent = np.all(x.sum(-1) == 0, axis=1)
+        if what == "estimate" and silent_estimates == "score":
+            break
         if silent.any():
             raise ValueError(
                 f"the {what} of {names[int(np.argmax(silent))]} is silent over the whole signal: "
@@ -171,10 +179,14 @@ def bss_eval_v4(
             "sir": _safe_db(energy(p_own), energy(p_all - p_own)),
             "sar": _safe_db(energy(p_all), energy(ef - p_all)),
         }
-        silent = np.all(buf.sum(2) == 0, axis=-1).any(1)  # (2, nw): any source silent
+        silent = np.all(buf.sum(2) == 0, axis=-1)  # (2, S, nw)
+        silent[1, silent_est] = False  # whole-signal silent estimates are scored, not skipped
+        silent = silent.any(1)  # (2, nw): a window where any source is silent is NaN (museval)
         for k, v in res.items():
             v[:, silent.any(0)] = np.nan
             out[k][:, w0 : w0 + step] = v
+    for k in ("isr", "sir", "sar"):  # silent estimates (silent_estimates="score"): no projection
+        out[k][silent_est] = np.nan
     return out
 
 
