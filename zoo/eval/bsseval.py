@@ -30,35 +30,37 @@ __all__ = ["bss_eval_v4", "xcorr_lags", "METRICS"]
 METRICS = ("sdr", "isr", "sir", "sar")
 
 
-def xcorr_lags(
-    x: np.ndarray, y: np.ndarray, max_lag: int, block: int = (1 << 16) - 1022
-) -> np.ndarray:
+def xcorr_lags(x, y, max_lag: int, block: int = (1 << 16) - 1022) -> np.ndarray:
     """Cross-correlations at lags ``-max_lag..max_lag`` of every row of ``x`` with every row of
-    ``y`` (signals zero outside their support).
+    ``y`` (float64 arrays or tensors; signals zero outside their support).
 
     Returns ``(P, Q, 2 max_lag + 1)``: ``out[p, q, max_lag + m] = sum_n x[p, n] y[q, n + m]``.
     """
+    x = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x, dtype=np.float64))
+    y = y if isinstance(y, torch.Tensor) else torch.from_numpy(np.asarray(y, dtype=np.float64))
     p, n = x.shape
     q, lag = y.shape[0], max_lag
     nb = -(-n // block)
     nfft = 1 << int(np.ceil(np.log2(block + 2 * lag)))  # torch FFTs are fastest at powers of 2
-    xpad = np.zeros((p, nb * block))
+    xpad = torch.zeros(p, nb * block, dtype=torch.float64)
     xpad[:, :n] = x
     xblocks = xpad.reshape(p, nb, block)
-    ypad = np.zeros((q, nb * block + 2 * lag))
+    ypad = torch.zeros(q, nb * block + 2 * lag, dtype=torch.float64)
     ypad[:, lag : lag + n] = y
-    yblocks = sliding_window_view(ypad, block + 2 * lag, axis=1)[:, ::block][:, :nb]
+    yblocks = ypad.unfold(1, block + 2 * lag, block)[:, :nb]  # overlapping views, no copy
     acc = torch.zeros(nfft // 2 + 1, p, q, dtype=torch.complex128)
-    step = max(1, (1 << 21) // nfft)  # blocks per pass: bounded memory for long tracks
+    step = max(1, (1 << 19) // nfft)  # blocks per pass: small, reused buffers
     for k in range(0, nb, step):
         kk = min(step, nb - k)
         xb = torch.zeros(p, kk, nfft, dtype=torch.float64)
-        xb[..., :block] = torch.from_numpy(xblocks[:, k : k + kk])
+        xb[..., :block] = xblocks[:, k : k + kk]
         yb = torch.zeros(q, kk, nfft, dtype=torch.float64)
-        yb[..., : block + 2 * lag] = torch.from_numpy(np.array(yblocks[:, k : k + kk]))
-        xs = torch.fft.rfft(xb).permute(2, 0, 1)  # (F, P, kk)
-        ys = torch.fft.rfft(yb).permute(2, 1, 0)  # (F, kk, Q)
-        acc += xs.conj() @ ys  # cross-spectra summed over blocks
+        yb[..., : block + 2 * lag] = yblocks[:, k : k + kk]
+        # cross-spectra summed over blocks: a batched product over frequencies, on contiguous
+        # copies (5x faster here than on the permuted views)
+        xs = torch.fft.rfft(xb).permute(2, 0, 1).contiguous()  # (F, P, kk)
+        ys = torch.fft.rfft(yb).permute(2, 1, 0).contiguous()  # (F, kk, Q)
+        acc += xs.conj() @ ys
     out = torch.fft.irfft(acc.permute(1, 2, 0), nfft)[..., : 2 * lag + 1]
     return out.numpy()
 
@@ -125,9 +127,13 @@ def bss_eval_v4(
                 "BSS Eval is undefined (museval refuses it too)"
             )
     L = filters_len
-    refs = ref.transpose(0, 2, 1).reshape(s * c, n)  # rows (source, channel)
-    ests = est.transpose(0, 2, 1).reshape(s * c, n)
-    xc = xcorr_lags(refs, np.concatenate([refs, ests]), L - 1)  # (SC, 2SC, 2L-1)
+    # One (2, S, C, T) copy of both, rows (source, channel); reused by the windows below (fresh
+    # memory is slow here: every avoided full-length copy saves ~0.3 s a minute of audio).
+    signals = torch.empty(2, s, c, n, dtype=torch.float64)
+    signals[0] = torch.from_numpy(ref).permute(0, 2, 1)
+    signals[1] = torch.from_numpy(est).permute(0, 2, 1)
+    rows = signals.reshape(2 * s * c, n)
+    xc = xcorr_lags(rows[: s * c], rows, L - 1)  # (SC, 2SC, 2L-1)
     a = s * c
     # G[(a, m1), (b, m2)] = xc[a, b, L-1+m1-m2]: Toeplitz blocks, read as strided views, one copy.
     toeplitz = sliding_window_view(xc[:, :a, ::-1], L, axis=-1)[:, :, ::-1]  # (SC, SC, L, L)
@@ -151,40 +157,42 @@ def bss_eval_v4(
         blk = scipy.fft.rfft(own[j], nfft, axis=1).transpose(1, 0, 2)  # (F, C, C)
         h_own[:, j * c : (j + 1) * c, j * c : (j + 1) * c] = blk
     # Energies of the projections by Parseval on the rfft bins: no inverse FFTs.
-    weight = np.full(nfft // 2 + 1, 2.0 / nfft)
+    weight = torch.full((nfft // 2 + 1,), 2.0 / nfft, dtype=torch.float64)
     weight[0] = 1.0 / nfft
     if nfft % 2 == 0:
         weight[-1] = 1.0 / nfft
+    h_all, h_own = torch.from_numpy(h_all), torch.from_numpy(h_own)
 
     def energy(spec):  # (F, nw, S C) -> (S, nw)
-        power = np.einsum("fwk,f->kw", spec.real**2 + spec.imag**2, weight)
-        return power.reshape(s, c, -1).sum(1)
+        power = torch.einsum("fwk,f->kw", spec.real.square() + spec.imag.square(), weight)
+        return power.reshape(s, c, -1).sum(1).numpy()
 
-    signals = np.stack([ref, est]).transpose(0, 1, 3, 2)  # (2, S, C, T)
-    windows = sliding_window_view(signals, length, axis=-1)[..., ::hop, :][..., :nwin, :]
+    windows = signals.unfold(-1, length, hop)[..., :nwin, :]  # (2, S, C, nwin, length) view
+    silent_est_t = torch.from_numpy(silent_est)
     out = {k: np.empty((s, nwin)) for k in METRICS}
     step = max(1, (1 << 21) // (a * nfft))  # windows per pass (~100 MB of spectra)
     for w0 in range(0, nwin, step):
-        buf = np.zeros((2, s, c, min(step, nwin - w0), nfft))
-        buf[..., :length] = windows[:, :, :, w0 : w0 + step]
+        nw = min(step, nwin - w0)
+        buf = torch.zeros(2, s, c, nw, nfft, dtype=torch.float64)
+        buf[..., :length] = windows[..., w0 : w0 + nw, :]
         r, e = buf[0, ..., :length], buf[1, ..., :length]  # (S, C, nw, length)
-        spec = torch.fft.rfft(torch.from_numpy(buf)).numpy()  # (2, S, C, nw, F)
-        spec = spec.reshape(2, a, -1, spec.shape[-1]).transpose(0, 3, 2, 1)  # (2, F, nw, S C)
-        rf, ef = spec[0], spec[1]
+        spec = torch.fft.rfft(buf)  # (2, S, C, nw, F)
+        spec = spec.reshape(2, a, nw, -1).permute(0, 3, 2, 1)  # (2, F, nw, S C)
+        rf, ef = spec[0].contiguous(), spec[1].contiguous()
         p_all, p_own = rf @ h_all, rf @ h_own  # (F, nw, S C) projections
-        true = (r**2).sum(axis=(1, 3))  # (S, nw)
+        true = r.square().sum((1, 3)).numpy()  # (S, nw)
         res = {
-            "sdr": _safe_db(true, ((e - r) ** 2).sum(axis=(1, 3))),
+            "sdr": _safe_db(true, (e - r).square().sum((1, 3)).numpy()),
             "isr": _safe_db(true, energy(p_own - rf)),
             "sir": _safe_db(energy(p_own), energy(p_all - p_own)),
             "sar": _safe_db(energy(p_all), energy(ef - p_all)),
         }
-        silent = np.all(buf.sum(2) == 0, axis=-1)  # (2, S, nw)
-        silent[1, silent_est] = False  # whole-signal silent estimates are scored, not skipped
-        silent = silent.any(1)  # (2, nw): a window where any source is silent is NaN (museval)
+        silent = (buf.sum(2) == 0).all(-1)  # (2, S, nw)
+        silent[1, silent_est_t] = False  # whole-signal silent estimates are scored, not skipped
+        silent = silent.any(1).any(0).numpy()  # a window where any source is silent is NaN
         for k, v in res.items():
-            v[:, silent.any(0)] = np.nan
-            out[k][:, w0 : w0 + step] = v
+            v[:, silent] = np.nan
+            out[k][:, w0 : w0 + nw] = v
     for k in ("isr", "sir", "sar"):  # silent estimates (silent_estimates="score"): no projection
         out[k][silent_est] = np.nan
     return out
