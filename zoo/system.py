@@ -189,11 +189,10 @@ class SeparationSystem(L.LightningModule):
 
         names = self._names(sources.shape[1])
         rate = int(getattr(self.backbone, "sample_rate", 44100))
-        perm = torch.arange(sources.shape[1])
         out = []
         for b in range(est.shape[0]):
             ref = sources[b].double().cpu().numpy().transpose(0, 2, 1)  # (S, T, C)
-            e = est[b, perm].double().cpu().numpy().transpose(0, 2, 1)
+            e = est[b].double().cpu().numpy().transpose(0, 2, 1)  # fixed order: output j = j
             framewise = bss_eval_v4(
                 ref, e, win=rate, hop=rate, names=names, silent_estimates="score"
             )

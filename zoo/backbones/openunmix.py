@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .layers.stft import stft
+
 __all__ = [
     "OpenUnmix",
     "OpenUnmixTarget",
@@ -239,9 +241,7 @@ class OpenUnmix(nn.Module):
 
     def stft(self, x: Tensor) -> Tensor:
         """``(..., T)`` → complex ``(..., F, frames)`` (centred, reflect padding)."""
-        flat = x.reshape(-1, x.shape[-1])
-        spec = torch.stft(flat, self.n_fft, self.hop, window=self.window, return_complex=True)
-        return spec.reshape(*x.shape[:-1], *spec.shape[-2:])
+        return stft(x, self.n_fft, self.hop, self.window)
 
     def magnitudes(self, mix: Tensor) -> tuple[Tensor, Tensor]:
         """Target magnitude estimates ``(B, S, C, F, frames)`` and the mixture STFT."""

@@ -55,7 +55,8 @@ class MiniSpec:
 SUBSETS = ("train-100", "dev", "test")
 
 
-def _pcm16(x: np.ndarray) -> np.ndarray:
+def pcm16(x: np.ndarray) -> np.ndarray:
+    """Float samples in [-1, 1] to clipped 16-bit integers (what the real datasets store)."""
     return np.clip(np.round(x * 32767), -32768, 32767).astype(np.int16)
 
 
@@ -105,7 +106,7 @@ def _write_subset(
         paths = {}
         for name, sig in (("s1", s1), ("s2", s2), ("noise", noise), *mixes.items()):
             p = (dirs[name] / f"{mix_id}.wav").resolve()
-            sf.write(str(p), _pcm16(sig * scale), sr, subtype="PCM_16")
+            sf.write(str(p), pcm16(sig * scale), sr, subtype="PCM_16")
             paths[name] = str(p)
         rows["mix_clean"].append([mix_id, paths["mix_clean"], paths["s1"], paths["s2"], length])
         rows["mix_both"].append(

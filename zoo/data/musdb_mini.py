@@ -30,7 +30,7 @@ import soundfile as sf
 import yaml
 from scipy.signal import butter, sosfilt
 
-from .mini import MARKER
+from .mini import MARKER, pcm16
 
 __all__ = ["MusdbMiniSpec", "prepare_musdb18_mini", "render_track", "SOURCES", "SETUP_FILE"]
 
@@ -197,13 +197,9 @@ def render_track(seconds: float, rng: np.random.Generator) -> dict[str, np.ndarr
     return stems
 
 
-def _pcm16(x: np.ndarray) -> np.ndarray:
-    return np.clip(np.round(x * 32767), -32768, 32767).astype(np.int16)
-
-
 def _write_track(folder: Path, stems: dict[str, np.ndarray]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    ints = {k: _pcm16(v) for k, v in stems.items()}
+    ints = {k: pcm16(v) for k, v in stems.items()}
     mix = sum(v.astype(np.int32) for v in ints.values())  # the exact sum of the written stems
     for k, v in ints.items():
         sf.write(folder / f"{k}.wav", v, RATE, subtype="PCM_16")
@@ -227,8 +223,8 @@ def _stempeg_example(root: Path) -> str | None:
     folder = root / "test" / name
     folder.mkdir(parents=True, exist_ok=True)
     for k, v in stems.items():
-        sf.write(folder / f"{k}.wav", _pcm16(v), RATE, subtype="PCM_16")
-    sf.write(folder / "mixture.wav", _pcm16(audio[0]), RATE, subtype="PCM_16")
+        sf.write(folder / f"{k}.wav", pcm16(v), RATE, subtype="PCM_16")
+    sf.write(folder / "mixture.wav", pcm16(audio[0]), RATE, subtype="PCM_16")
     return name
 
 

@@ -117,10 +117,10 @@ def bss_eval_v4(
         )
     names = names or [f"source {j}" for j in range(s)]
     silent_est = np.all(est.sum(-1) == 0, axis=1)  # (S,)
-    for what, x in (("reference", ref), ("estimate", est)):
-        silent = np.all(x.sum(-1) == 0, axis=1)
-        if what == "estimate" and silent_estimates == "score":
-            break
+    checks = [("reference", np.all(ref.sum(-1) == 0, axis=1))]
+    if silent_estimates == "error":
+        checks.append(("estimate", silent_est))
+    for what, silent in checks:
         if silent.any():
             raise ValueError(
                 f"the {what} of {names[int(np.argmax(silent))]} is silent over the whole signal: "

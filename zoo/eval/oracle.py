@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from ..backbones.layers.stft import stft
+
 __all__ = ["OracleMask", "oracle_estimates", "run_oracles", "run_music_oracles", "KINDS"]
 
 KINDS = ("ibm", "irm", "wiener", "mixture")
@@ -45,13 +47,7 @@ def oracle_estimates(
     if residual:
         comps = torch.cat([sources, (mix - sources.sum(1)).unsqueeze(1)], 1)  # (B, S+1, C, T)
     window = torch.hann_window(n_fft, device=mix.device, dtype=mix.dtype)
-
-    def stft(x):  # (..., T) -> (..., F, N)
-        flat = x.reshape(-1, x.shape[-1])
-        out = torch.stft(flat, n_fft, hop, window=window, return_complex=True)
-        return out.reshape(*x.shape[:-1], *out.shape[-2:])
-
-    mag = stft(comps).abs()  # (B, K, C, F, N)
+    mag = stft(comps, n_fft, hop, window).abs()  # (B, K, C, F, N)
     if kind == "ibm":
         masks = torch.nn.functional.one_hot(mag.argmax(1), mag.shape[1]).movedim(-1, 1)
         masks = masks.to(mix.dtype)
@@ -60,7 +56,7 @@ def oracle_estimates(
     else:
         power = mag**2
         masks = power / power.sum(1, keepdim=True).clamp_min(1e-8)
-    spec = stft(mix).unsqueeze(1) * masks[:, :s]  # (B, S, C, F, N)
+    spec = stft(mix, n_fft, hop, window).unsqueeze(1) * masks[:, :s]  # (B, S, C, F, N)
     flat = spec.reshape(-1, *spec.shape[-2:])
     est = torch.istft(flat, n_fft, hop, window=window, length=t)
     return est.reshape(b, s, c, t)

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..backbones.layers.stft import stft
+
 __all__ = [
     "Stats",
     "PairwiseLoss",
@@ -217,10 +219,8 @@ class PairwiseSpectralL1(nn.Module):
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
 
     def _mag(self, x: Tensor) -> Tensor:
-        b, n = x.shape[:2]
-        flat = x.reshape(-1, x.shape[-1])
-        spec = torch.stft(flat, self.n_fft, self.hop, window=self.window, return_complex=True)
-        return spec.abs().reshape(b, n, -1)  # (B, n, C*F*frames)
+        mag = stft(x, self.n_fft, self.hop, self.window).abs()
+        return mag.flatten(2)  # (B, n, C*F*frames)
 
     def forward(self, est: Tensor, ref: Tensor) -> Tensor:
         check_same_trailing_shape(est, ref, type(self).__name__)
@@ -249,10 +249,7 @@ class PairwiseSpectralMSE(PairwiseMSE):
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
 
     def _prepare(self, x: Tensor) -> Tensor:
-        b, n = x.shape[:2]
-        flat = x.reshape(-1, x.shape[-1])
-        spec = torch.stft(flat, self.n_fft, self.hop, window=self.window, return_complex=True)
-        mag = spec.abs()
+        mag = stft(x, self.n_fft, self.hop, self.window).abs()
         if self.power != 1.0:
             mag = (mag + 1e-8) ** self.power  # eps: finite gradient at silent bins
-        return super()._prepare(mag.reshape(b, n, -1))  # (B, n, C*F*frames)
+        return super()._prepare(mag)  # flattened to (B, n, C*F*frames)
