@@ -77,6 +77,9 @@ class SeparationSystem(L.LightningModule):
             :func:`zoo.eval.bsseval.bss_eval_v4`.
         eval_chunk_seconds: separate validation/test items in chunks of this length with
             overlap-add (bounded memory for whole songs); ``None``: in one pass.
+        input_stats_batches: when a fresh fit starts (not a resumed one) and the backbone has
+            ``fit_input_stats`` (input normalisation from data statistics: Open-Unmix,
+            Meta-TasNet), it is given the mixtures of this many training batches; 0: never.
 
     Validation and test report SI-SDR and SI-SDRi of the estimates matched to the true sources
     (see :func:`match_and_score`), accumulated with torchmetrics so DDP ranks are combined.
@@ -93,6 +96,7 @@ class SeparationSystem(L.LightningModule):
         match: str = "pit",
         bss_eval: bool = False,
         eval_chunk_seconds: float | None = None,
+        input_stats_batches: int = 16,
     ):
         super().__init__()
         self.backbone = backbone
@@ -104,6 +108,7 @@ class SeparationSystem(L.LightningModule):
         if match not in ("pit", "fixed"):
             raise ValueError(f"match must be 'pit' or 'fixed', got {match!r}")
         self.match, self.bss_eval, self.eval_chunk_seconds = match, bss_eval, eval_chunk_seconds
+        self.input_stats_batches = input_stats_batches
         self.test_summary: dict = {}
         self.metrics = nn.ModuleDict(
             {
@@ -117,6 +122,28 @@ class SeparationSystem(L.LightningModule):
 
     def forward(self, mix: Tensor) -> Tensor:
         return self.backbone(mix)
+
+    def on_fit_start(self) -> None:
+        fit_stats = getattr(self.backbone, "fit_input_stats", None)
+        trainer = self.trainer
+        if fit_stats is None or not self.input_stats_batches or trainer.ckpt_path is not None:
+            return
+        if trainer.datamodule is None:
+            raise ValueError(
+                f"{type(self.backbone).__name__} initialises its input normalisation from "
+                "training batches (input_stats_batches): fit with a datamodule, or set "
+                "input_stats_batches=0"
+            )
+        loader = trainer.datamodule.train_dataloader()
+        n = self.input_stats_batches
+        mixtures = (b["mix"].to(self.device) for b, _ in zip(loader, range(n), strict=False))
+        keys = fit_stats(mixtures)
+        if trainer.world_size > 1:  # every rank saw other batches: take rank 0's statistics
+            state = self.backbone.state_dict()
+            values = trainer.strategy.broadcast({k: state[k].cpu() for k in keys}, src=0)
+            with torch.no_grad():
+                for k, v in values.items():
+                    state[k].copy_(v)
 
     def _loss(self, est: Tensor, batch: dict) -> tuple[Tensor, dict]:
         if getattr(self.loss, "needs_supervision_mask", False):

@@ -93,3 +93,25 @@ def test_outputs_are_rescaled_to_the_mixture_by_least_squares():
     )
     ratio = est / unscaled  # one gain per item and channel, shared by the sources
     assert torch.allclose(ratio, ratio[:, :1, :, :1].expand_as(ratio), rtol=1e-3, atol=1e-3)
+
+
+def test_input_stats_standardise_each_stage_log_spectrogram():
+    torch.manual_seed(0)
+    model = MetaTasNet(**SMALL, n_stages=2)
+    batches = [torch.randn(2, 2, 8192) * (1 + i) for i in range(2)]
+    keys = model.fit_input_stats(iter(batches))
+    assert keys == [f"stages.{i}.encoder.spec_{k}" for i in (0, 1) for k in ("mean", "std")]
+    for stage in model.stages:
+        enc = stage.encoder
+        from zoo.backbones.metatasnet import _resample
+
+        logp = torch.cat(
+            [
+                enc.log_power(_resample(b.reshape(-1, 1, 8192), 16000, stage.sample_rate))
+                for b in batches
+            ]  # fmt: skip
+        )  # (items, bins, frames)
+        z = ((logp - enc.spec_mean) / enc.spec_std).transpose(0, 1).reshape(logp.shape[1], -1)
+        torch.testing.assert_close(z.mean(1), torch.zeros(z.shape[0]), atol=1e-4, rtol=0)
+        torch.testing.assert_close(z.std(1), torch.ones(z.shape[0]), atol=1e-4, rtol=0)
+    assert "stages.0.encoder.spec_mean" in model.state_dict()  # exported with the weights

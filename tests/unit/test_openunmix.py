@@ -204,3 +204,58 @@ def test_separator_equals_openunmix(niter, softmask, residual, win):
     x = torch.randn(2, 2, 5000)
     with torch.no_grad():
         torch.testing.assert_close(ours(x), peer(x), atol=1e-4, rtol=0)
+
+
+def test_input_stats_standardise_the_training_magnitudes():
+    torch.manual_seed(0)
+    model = _separator(sources=("vocals", "drums"))
+    batches = [torch.randn(2, 2, 4000) * (1 + i) for i in range(3)]
+    keys = model.fit_input_stats(iter(batches))
+    assert keys == [f"target_models.{s}.input_{k}" for s in ("vocals", "drums")
+                    for k in ("mean", "scale")]  # fmt: skip
+    mags = torch.cat(
+        [model.stft(b).abs().mean(1).transpose(1, 2).reshape(-1, 129) for b in batches]
+    )
+    for m in model.target_models.values():  # both targets get the same statistics
+        x = (mags[:, : m.nb_bins] + m.input_mean) * m.input_scale
+        torch.testing.assert_close(x.mean(0), torch.zeros(m.nb_bins), atol=1e-4, rtol=0)
+        torch.testing.assert_close(x.std(0, unbiased=False), torch.ones(m.nb_bins), atol=1e-4,
+                                   rtol=0)  # fmt: skip
+    with pytest.raises(ValueError, match="no mixtures"):
+        model.fit_input_stats(iter([]))
+
+
+def test_fresh_fit_initialises_input_stats_from_training_batches(tmp_path):
+    import lightning as L
+
+    from zoo.losses import FixedOrderLoss
+    from zoo.system import SeparationSystem
+
+    class Batches(L.LightningDataModule):
+        def __init__(self):
+            super().__init__()
+            g = torch.Generator().manual_seed(0)
+            ref = torch.randn(6, 2, 2, 2000, generator=g) * 3
+            self.items = [{"mix": r.sum(0), "ref": r} for r in ref]
+
+        def train_dataloader(self):
+            return torch.utils.data.DataLoader(self.items, batch_size=2)
+
+    def fit(n_batches):
+        torch.manual_seed(0)
+        system = SeparationSystem(_separator(), FixedOrderLoss(), match="fixed",
+                                  input_stats_batches=n_batches)  # fmt: skip
+        trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, limit_val_batches=0,
+                            enable_checkpointing=False, enable_progress_bar=False,
+                            default_root_dir=tmp_path)  # fmt: skip
+        trainer.fit(system, datamodule=Batches())
+        return system.backbone
+
+    expected = _separator()
+    expected.fit_input_stats(b["mix"] for b in Batches().train_dataloader())  # all 3 batches
+    got = fit(3).target_models["vocals"]
+    want = expected.target_models["vocals"]
+    # one optimiser step (Adam, lr 1e-3) moves each value by at most ~1e-3
+    torch.testing.assert_close(got.input_mean, want.input_mean, atol=2e-3, rtol=0)
+    torch.testing.assert_close(got.input_scale, want.input_scale, atol=2e-3, rtol=0)
+    assert fit(0).target_models["vocals"].input_mean.abs().max() < 2e-3  # left at zero

@@ -20,6 +20,8 @@ per-bin affine is kept, initialised to identity), Ranger + SGDR (the recipe uses
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -157,6 +159,10 @@ class _Encoder(nn.Module):
             nn.Conv1d(1, n // 4, kernel * 2**i, stride, (kernel * 2**i - stride) // 2, bias=False)
             for i in range(filters)
         )
+        # dataset statistics of the log-power spectrogram (fixed; MetaTasNet.fit_input_stats),
+        # then a learned affine, as in the authors' code
+        self.register_buffer("spec_mean", torch.zeros(1, bins, 1))
+        self.register_buffer("spec_std", torch.ones(1, bins, 1))
         self.spec_scale = nn.Parameter(torch.ones(1, bins, 1))
         self.spec_shift = nn.Parameter(torch.zeros(1, bins, 1))
         self.spec_proj = nn.Conv1d(bins, mels, 1)  # the code's learned "mel" transform
@@ -167,10 +173,14 @@ class _Encoder(nn.Module):
         )
         self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
 
+    def log_power(self, x: Tensor) -> Tensor:  # (B, 1, T) -> (B, bins, frames)
+        spec = torch.stft(x[:, 0], self.n_fft, self.hop, window=self.window, return_complex=True)
+        return torch.log10(spec.abs().square() + 1e-8)
+
     def forward(self, x: Tensor) -> Tensor:  # (B, 1, T) -> (B, N, T')
         conv = F.relu(torch.cat([c(x) for c in self.convs], 1))
-        spec = torch.stft(x[:, 0], self.n_fft, self.hop, window=self.window, return_complex=True)
-        logp = torch.log10(spec.abs().square() + 1e-8) * self.spec_scale + self.spec_shift
+        logp = (self.log_power(x) - self.spec_mean) / self.spec_std
+        logp = logp * self.spec_scale + self.spec_shift
         mel = F.interpolate(
             self.spec_proj(logp), size=conv.shape[-1], mode="linear", align_corners=True
         )
@@ -347,6 +357,32 @@ class MetaTasNet(nn.Module):
             gain = (total * ref).sum(-1) / total.square().sum(-1).clamp_min(1e-8)
             est = est * gain[:, None, None]
         return est.reshape(b, c, self.n_src, t).transpose(1, 2)  # (B, S, C, T)
+
+    @torch.no_grad()
+    def fit_input_stats(self, mixtures: Iterable[Tensor]) -> list[str]:
+        """Set each stage's spectrogram normalisation from training mixtures ``(B, C, T)`` at
+        ``sample_rate``, as the authors' ``compute_stats`` does: mean and standard deviation
+        per bin of the log10 power spectrogram (at the stage's rate) over all frames. Returns
+        the state keys it set (the system broadcasts them across DDP ranks)."""
+        sums = [[0.0, 0.0, 0] for _ in self.stages]
+        for mix in mixtures:
+            x = mix.reshape(-1, 1, mix.shape[-1])
+            for acc, stage in zip(sums, self.stages, strict=True):
+                logp = stage.encoder.log_power(_resample(x, self.sample_rate, stage.sample_rate))
+                logp = logp.double()
+                acc[0] = acc[0] + logp.sum((0, 2))
+                acc[1] = acc[1] + logp.square().sum((0, 2))
+                acc[2] += logp.shape[0] * logp.shape[2]
+        keys = []
+        for i, ((total, total_sq, count), stage) in enumerate(zip(sums, self.stages, strict=True)):
+            if not count:
+                raise ValueError("fit_input_stats: no mixtures given")
+            mean = total / count
+            var = (total_sq - count * mean.square()) / max(count - 1, 1)  # torch.std's estimate
+            stage.encoder.spec_mean.copy_(mean[None, :, None])
+            stage.encoder.spec_std.copy_(var.clamp_min(1e-12).sqrt()[None, :, None])
+            keys += [f"stages.{i}.encoder.spec_mean", f"stages.{i}.encoder.spec_std"]
+        return keys
 
     def auxiliary_loss(self, ref: Tensor) -> Tensor:
         """The paper's extra training terms for the last :meth:`forward` (training mode):

@@ -7,6 +7,8 @@ weights load with ``strict=True``; the normalisation statistics are stored as pa
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -242,6 +244,33 @@ class OpenUnmix(nn.Module):
     def stft(self, x: Tensor) -> Tensor:
         """``(..., T)`` → complex ``(..., F, frames)`` (centred, reflect padding)."""
         return stft(x, self.n_fft, self.hop, self.window)
+
+    @torch.no_grad()
+    def fit_input_stats(self, mixtures: Iterable[Tensor]) -> list[str]:
+        """Set every target model's input scaling from training mixtures ``(B, C, T)``, as
+        openunmix's ``train.py`` initialises it: mean and standard deviation per bin of the
+        channel-averaged magnitude spectrogram over all frames (the std floored at 1e-4 of its
+        largest value); ``input_mean`` = -mean, ``input_scale`` = 1 / std. Returns the state
+        keys it set (the system broadcasts them across DDP ranks)."""
+        total = total_sq = None
+        count = 0
+        for mix in mixtures:
+            mag = self.stft(mix).abs().mean(1).transpose(1, 2).reshape(-1, self.n_fft // 2 + 1)
+            mag = mag.double()
+            total = mag.sum(0) if total is None else total + mag.sum(0)
+            total_sq = mag.square().sum(0) if total_sq is None else total_sq + mag.square().sum(0)
+            count += mag.shape[0]
+        if not count:
+            raise ValueError("fit_input_stats: no mixtures given")
+        mean = total / count
+        std = (total_sq / count - mean.square()).clamp_min(0).sqrt()
+        std = std.clamp_min(1e-4 * std.max())
+        keys = []
+        for name, m in self.target_models.items():
+            m.input_mean.copy_(-mean[: m.nb_bins])
+            m.input_scale.copy_(1 / std[: m.nb_bins])
+            keys += [f"target_models.{name}.input_mean", f"target_models.{name}.input_scale"]
+        return keys
 
     def magnitudes(self, mix: Tensor) -> tuple[Tensor, Tensor]:
         """Target magnitude estimates ``(B, S, C, F, frames)`` and the mixture STFT."""
