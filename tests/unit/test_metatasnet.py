@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from zoo.backbones import MetaTasNet
+from zoo.backbones.metatasnet import _resample
 
 SMALL = dict(n_filters=32, bn_chan=16, hid_chan=16, n_layers=2, n_stacks=1, mels=16)
 
@@ -103,13 +104,11 @@ def test_input_stats_standardise_each_stage_log_spectrogram():
     assert keys == [f"stages.{i}.encoder.spec_{k}" for i in (0, 1) for k in ("mean", "std")]
     for stage in model.stages:
         enc = stage.encoder
-        from zoo.backbones.metatasnet import _resample
-
         logp = torch.cat(
             [
                 enc.log_power(_resample(b.reshape(-1, 1, 8192), 16000, stage.sample_rate))
                 for b in batches
-            ]  # fmt: skip
+            ]
         )  # (items, bins, frames)
         z = ((logp - enc.spec_mean) / enc.spec_std).transpose(0, 1).reshape(logp.shape[1], -1)
         torch.testing.assert_close(z.mean(1), torch.zeros(z.shape[0]), atol=1e-4, rtol=0)

@@ -211,16 +211,18 @@ def test_input_stats_standardise_the_training_magnitudes():
     model = _separator(sources=("vocals", "drums"))
     batches = [torch.randn(2, 2, 4000) * (1 + i) for i in range(3)]
     keys = model.fit_input_stats(iter(batches))
-    assert keys == [f"target_models.{s}.input_{k}" for s in ("vocals", "drums")
-                    for k in ("mean", "scale")]  # fmt: skip
+    assert keys == [
+        f"target_models.{s}.input_{k}" for s in ("vocals", "drums") for k in ("mean", "scale")
+    ]
     mags = torch.cat(
         [model.stft(b).abs().mean(1).transpose(1, 2).reshape(-1, 129) for b in batches]
     )
     for m in model.target_models.values():  # both targets get the same statistics
         x = (mags[:, : m.nb_bins] + m.input_mean) * m.input_scale
         torch.testing.assert_close(x.mean(0), torch.zeros(m.nb_bins), atol=1e-4, rtol=0)
-        torch.testing.assert_close(x.std(0, unbiased=False), torch.ones(m.nb_bins), atol=1e-4,
-                                   rtol=0)  # fmt: skip
+        torch.testing.assert_close(
+            x.std(0, unbiased=False), torch.ones(m.nb_bins), atol=1e-4, rtol=0
+        )
     with pytest.raises(ValueError, match="no mixtures"):
         model.fit_input_stats(iter([]))
 
@@ -243,11 +245,18 @@ def test_fresh_fit_initialises_input_stats_from_training_batches(tmp_path):
 
     def fit(n_batches):
         torch.manual_seed(0)
-        system = SeparationSystem(_separator(), FixedOrderLoss(), match="fixed",
-                                  input_stats_batches=n_batches)  # fmt: skip
-        trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, limit_val_batches=0,
-                            enable_checkpointing=False, enable_progress_bar=False,
-                            default_root_dir=tmp_path)  # fmt: skip
+        system = SeparationSystem(
+            _separator(), FixedOrderLoss(), match="fixed", input_stats_batches=n_batches
+        )
+        trainer = L.Trainer(
+            max_steps=1,
+            accelerator="cpu",
+            logger=False,
+            limit_val_batches=0,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            default_root_dir=tmp_path,
+        )
         trainer.fit(system, datamodule=Batches())
         return system.backbone
 
