@@ -6,14 +6,15 @@ import json
 import lightning as L
 import numpy as np
 import pytest
+import torch
 
 from tests.conftest import TINY_SPEC
-from zoo.backbones import ConvTasNet
+from zoo.backbones import ConvTasNet, OpenUnmix
 from zoo.cli import available_recipes, load_recipe, run_recipe
 from zoo.data.libri2mix import Libri2MixDataModule
 from zoo.data.mini import MARKER
 from zoo.eval.results import ResultsWriter
-from zoo.losses import PITLoss
+from zoo.losses import FixedOrderLoss, PITLoss
 from zoo.system import SeparationSystem
 
 SMOKE = [
@@ -169,3 +170,46 @@ def test_paper_scale_config_runs_with_data(tiny_libri2mix, tmp_path):
     assert result["params"] == 5_050_545
     assert result["mini"] is True  # DATA= points at the built-in set: still labelled mini
     assert "built-in mini dataset" in result["data_source"]
+
+
+class _RankDependentStats(OpenUnmix):
+    """Each DDP rank computes different input statistics (its mixtures scaled by rank + 1)."""
+
+    def fit_input_stats(self, mixtures):
+        import torch.distributed as dist
+
+        scale = dist.get_rank() + 1 if dist.is_initialized() else 1
+        return super().fit_input_stats(m * scale for m in mixtures)
+
+
+class _SameStatsOnEveryRank(L.Callback):
+    def on_train_start(self, trainer, pl_module):
+        mean = pl_module.backbone.target_models["vocals"].input_mean.detach()
+        gathered = trainer.strategy.all_gather(mean)  # (world, bins)
+        assert torch.equal(gathered[0], gathered[1]), "ranks disagree on input statistics"
+        assert trainer.world_size == 2
+
+
+class _RandomBatches(L.LightningDataModule):
+    def train_dataloader(self):
+        g = torch.Generator().manual_seed(0)
+        ref = torch.randn(8, 2, 2, 2000, generator=g)
+        return torch.utils.data.DataLoader([{"mix": r.sum(0), "ref": r} for r in ref], 2)
+
+
+def test_ddp_ranks_start_from_rank_zero_input_statistics(tmp_path):
+    backbone = _RankDependentStats(["vocals", "drums"], 16000, 256, 64, 2, 16, 1)
+    model = SeparationSystem(backbone, FixedOrderLoss(), match="fixed", input_stats_batches=2)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp_spawn",
+        max_steps=1,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
+        callbacks=[_SameStatsOnEveryRank()],
+    )
+    trainer.fit(model, datamodule=_RandomBatches())
