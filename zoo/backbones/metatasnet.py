@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .layers.stft import BinMoments
+
 __all__ = ["MetaTasNet"]
 
 
@@ -364,23 +366,16 @@ class MetaTasNet(nn.Module):
         ``sample_rate``, as the authors' ``compute_stats`` does: mean and standard deviation
         per bin of the log10 power spectrogram (at the stage's rate) over all frames. Returns
         the state keys it set (the system broadcasts them across DDP ranks)."""
-        sums = [[0.0, 0.0, 0] for _ in self.stages]
+        moments = [BinMoments() for _ in self.stages]
         for mix in mixtures:
             x = mix.reshape(-1, 1, mix.shape[-1])
-            for acc, stage in zip(sums, self.stages, strict=True):
-                logp = stage.encoder.log_power(_resample(x, self.sample_rate, stage.sample_rate))
-                logp = logp.double()
-                acc[0] = acc[0] + logp.sum((0, 2))
-                acc[1] = acc[1] + logp.square().sum((0, 2))
-                acc[2] += logp.shape[0] * logp.shape[2]
+            for acc, stage in zip(moments, self.stages, strict=True):
+                acc.add(stage.encoder.log_power(_resample(x, self.sample_rate, stage.sample_rate)))
         keys = []
-        for i, ((total, total_sq, count), stage) in enumerate(zip(sums, self.stages, strict=True)):
-            if not count:
-                raise ValueError("fit_input_stats: no mixtures given")
-            mean = total / count
-            var = (total_sq - count * mean.square()) / max(count - 1, 1)  # torch.std's estimate
+        for i, (acc, stage) in enumerate(zip(moments, self.stages, strict=True)):
+            mean, std = acc.mean_std(unbiased=True)  # torch.std's estimate, as the authors'
             stage.encoder.spec_mean.copy_(mean[None, :, None])
-            stage.encoder.spec_std.copy_(var.clamp_min(1e-12).sqrt()[None, :, None])
+            stage.encoder.spec_std.copy_(std.clamp_min(1e-6)[None, :, None])
             keys += [f"stages.{i}.encoder.spec_mean", f"stages.{i}.encoder.spec_std"]
         return keys
 

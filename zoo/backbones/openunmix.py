@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layers.stft import stft
+from .layers.stft import BinMoments, stft
 
 __all__ = [
     "OpenUnmix",
@@ -252,18 +252,10 @@ class OpenUnmix(nn.Module):
         channel-averaged magnitude spectrogram over all frames (the std floored at 1e-4 of its
         largest value); ``input_mean`` = -mean, ``input_scale`` = 1 / std. Returns the state
         keys it set (the system broadcasts them across DDP ranks)."""
-        total = total_sq = None
-        count = 0
+        moments = BinMoments()
         for mix in mixtures:
-            mag = self.stft(mix).abs().mean(1).transpose(1, 2).reshape(-1, self.n_fft // 2 + 1)
-            mag = mag.double()
-            total = mag.sum(0) if total is None else total + mag.sum(0)
-            total_sq = mag.square().sum(0) if total_sq is None else total_sq + mag.square().sum(0)
-            count += mag.shape[0]
-        if not count:
-            raise ValueError("fit_input_stats: no mixtures given")
-        mean = total / count
-        std = (total_sq / count - mean.square()).clamp_min(0).sqrt()
+            moments.add(self.stft(mix).abs().mean(1))  # channel-averaged magnitudes
+        mean, std = moments.mean_std()
         std = std.clamp_min(1e-4 * std.max())
         keys = []
         for name, m in self.target_models.items():

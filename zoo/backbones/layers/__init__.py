@@ -1,7 +1,7 @@
 """Blocks shared by the backbones."""
 
 from .norms import make_norm
-from .stft import stft
+from .stft import BinMoments, stft
 from .tcn import TCN
 
-__all__ = ["TCN", "make_norm", "stft"]
+__all__ = ["BinMoments", "TCN", "make_norm", "stft"]
