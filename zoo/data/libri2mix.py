@@ -24,6 +24,7 @@ __all__ = [
     "Libri2MixDataModule",
     "TASKS",
     "EvalSampler",
+    "train_loader",
     "DatasetNotFoundError",
 ]
 
@@ -230,6 +231,18 @@ class _SupervisedTrain(Dataset):
         return {"mix": item["mix"], "ref": item["sources"], "supervised": True, "id": item["id"]}
 
 
+def train_loader(dataset: Dataset, batch_size: int, num_workers: int) -> DataLoader:
+    """The training loader every datamodule uses: shuffled, full batches only."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+    )
+
+
 class EvalSampler(DistributedSampler):
     """Splits evaluation items over processes without padding, so each item is scored once.
 
@@ -332,14 +345,7 @@ class Libri2MixDataModule(L.LightningDataModule):
             self.test_set = self._ds("test", None, False)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(
-            self.train_set,
-            batch_size=self.batch_size,
-            shuffle=True,
-            drop_last=True,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+        return train_loader(self.train_set, self.batch_size, self.num_workers)
 
     def _eval_loader(self, ds: Dataset, segmented: bool) -> DataLoader:
         return DataLoader(

@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .audio import load_audio
-from .libri2mix import DatasetNotFoundError, EvalSampler
+from .libri2mix import DatasetNotFoundError, EvalSampler, train_loader
 
 __all__ = ["MUSDB18DataModule", "MusdbTrainDataset", "MusdbEvalDataset", "require_ffmpeg"]
 
@@ -267,14 +267,7 @@ class MUSDB18DataModule(L.LightningDataModule):
             self.test_set = MusdbEvalDataset(tracks, self.targets, None, self.sample_rate)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(
-            self.train_set,
-            batch_size=self.batch_size,
-            shuffle=True,
-            drop_last=True,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+        return train_loader(self.train_set, self.batch_size, self.num_workers)
 
     def _eval_loader(self, ds: Dataset) -> DataLoader:
         return DataLoader(ds, batch_size=1, sampler=EvalSampler(ds), num_workers=self.num_workers)
