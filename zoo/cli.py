@@ -24,7 +24,12 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"
-MINI_DATASETS = {"libri2mix-mini": "data/mini/Libri2Mix", "musdb18-mini": "data/mini/MUSDB18-HQ"}
+MINI_DATASETS = {"libri2mix-mini": "mini/Libri2Mix", "musdb18-mini": "mini/MUSDB18-HQ"}
+
+
+def data_dir() -> Path:
+    """Where the built-in mini datasets live: ``$ZOO_DATA_DIR``, else ``data/`` in the checkout."""
+    return Path(os.environ.get("ZOO_DATA_DIR") or REPO / "data").expanduser()
 
 __all__ = [
     "main",
@@ -93,7 +98,7 @@ def prepare(target: str, root: str | None = None, force: bool = False) -> Path:
         raise ValueError(
             f"unknown dataset {target!r}; `zoo prepare` knows: {sorted(MINI_DATASETS)}"
         )
-    root = Path(root or REPO / MINI_DATASETS[target])
+    root = Path(root or data_dir() / MINI_DATASETS[target])
     t0 = time.time()
     if target == "libri2mix-mini":
         from .data.mini import prepare_libri2mix_mini
@@ -144,7 +149,7 @@ def recipe_args(
         if mini_root is not None:
             root = Path(mini_root)
         else:
-            root = REPO / MINI_DATASETS[target]
+            root = data_dir() / MINI_DATASETS[target]
             if prepare_data and not is_child:
                 prepare(target, str(root))
     else:
@@ -196,8 +201,8 @@ def run_recipe(
         gpus, nodes: GPUs per node and nodes (DDP when more than one GPU in all).
         overrides: LightningCLI arguments applied last (``--trainer.max_epochs=3``).
         results: parent folder of the run folder ``<results>/<name>``.
-        mini_root: where the mini dataset lives (default ``data/mini/...``); an existing mini set
-            there is used as it is.
+        mini_root: where the mini dataset lives (default ``<data_dir()>/mini/...``); an existing
+            mini set there is used as it is.
     """
     r = recipe_args(name, data, gpus, nodes, overrides, results, mini_root)
     name, out, use_mini = r["name"], r["out"], r["mini"]
@@ -249,7 +254,13 @@ def _recipe_main(argv: list[str]) -> int:
     p.add_argument("--gpus", type=int, default=0, help="GPUs per node (0: CPU)")
     p.add_argument("--nodes", type=int, default=1)
     p.add_argument("--results", default="results", help="results folder")
+    p.add_argument(
+        "--data-dir",
+        help="where the built-in mini datasets are written/read ($ZOO_DATA_DIR; default data/)",
+    )
     a, rest = p.parse_known_args(argv)
+    if a.data_dir:  # DDP workers re-run this command line, so they see it too
+        os.environ["ZOO_DATA_DIR"] = a.data_dir
     try:
         run_recipe(a.name, a.data or None, a.gpus, a.nodes, rest, a.results)
     except (ValueError, FileNotFoundError) as exc:
@@ -487,7 +498,7 @@ def _list_main(argv: list[str]) -> int:
 def _prepare_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="zoo prepare", description=prepare.__doc__)
     p.add_argument("dataset", choices=sorted(MINI_DATASETS))
-    p.add_argument("--root", help="where to write it (default: data/mini/...)")
+    p.add_argument("--root", help="where to write it (default: $ZOO_DATA_DIR/mini/...)")
     p.add_argument("--force", action="store_true", help="rebuild even if present")
     a = p.parse_args(argv)
     prepare(a.dataset, a.root, a.force)

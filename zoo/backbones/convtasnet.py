@@ -24,8 +24,9 @@ class ConvTasNet(nn.Module):
     """Learned encoder → TCN masks → learned decoder, on waveforms.
 
     Multichannel input is separated channel by channel (channels are folded into the batch).
-    Module layout mirrors Asteroid's ``ConvTasNet`` one-to-one (same parameter count: 5,050,545 for
-    the paper configuration with 2 sources) so that its checkpoints convert by renaming only.
+    Module layout mirrors Asteroid's ``ConvTasNet`` one-to-one, less the last block's residual conv
+    that feeds nothing (4,984,881 parameters for the paper configuration with 2 sources, Asteroid's
+    5,050,545 less 512 x 128 + 128), so that its checkpoints convert by renaming only.
 
     Args:
         n_src: number of outputs <C> (M for MixIT).
@@ -47,8 +48,6 @@ class ConvTasNet(nn.Module):
         framing: ``asteroid`` (no padding; the tail that does not fill a frame is zero in the
             output, as Asteroid) or ``torchaudio`` (input right-padded to the hop and convolved
             with a hop of padding on both ends, as torchaudio's ``ConvTasNet``).
-        last_residual: keep the residual conv of the last block (Asteroid's layout; it feeds
-            nothing) or drop it (torchaudio's layout).
 
     Shape:
         ``(B, C, T)`` → ``(B, n_src, C, T)``.
@@ -73,7 +72,6 @@ class ConvTasNet(nn.Module):
         mixture_consistency: bool = False,
         sources: list[str] | None = None,
         framing: str = "asteroid",
-        last_residual: bool = True,
     ):
         super().__init__()
         if sources is not None and len(sources) != n_src:
@@ -107,7 +105,6 @@ class ConvTasNet(nn.Module):
             mask_act,
             repeat_skips,
             block_scales,
-            last_residual,
         )
         self.decoder = decoder
 

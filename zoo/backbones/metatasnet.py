@@ -104,20 +104,24 @@ class _InstrumentNorm(nn.Module):
 
 
 class _TCNBlock(nn.Module):
-    def __init__(self, n, e1, e2, bn, hid, kernel, dilation, generated):
+    """One masking-TCN block; ``residual=False`` for the last block, whose residual output
+    would feed nothing (the authors' code computes it and discards it)."""
+
+    def __init__(self, n, e1, e2, bn, hid, kernel, dilation, generated, residual=True):
         super().__init__()
         self.conv = _InstrumentConv(n, e1, e2, bn, hid, generated=generated)
         self.act1, self.norm1 = nn.PReLU(), _InstrumentNorm(n, e1, e2, hid, generated)
         pad = dilation * (kernel - 1) // 2
         self.dconv = _InstrumentConv(n, e1, e2, hid, hid, kernel, dilation, hid, pad, generated)
         self.act2, self.norm2 = nn.PReLU(), _InstrumentNorm(n, e1, e2, hid, generated)
-        self.res = _InstrumentConv(n, e1, e2, hid, bn, generated=generated)
+        self.res = _InstrumentConv(n, e1, e2, hid, bn, generated=generated) if residual else None
         self.skip = _InstrumentConv(n, e1, e2, hid, bn, generated=generated)
 
     def forward(self, emb, x):
         y = self.norm1(emb, self.act1(self.conv(emb, x)))
         y = self.norm2(emb, self.act2(self.dconv(emb, y)))
-        return self.res(emb, y), self.skip(emb, y)
+        res = self.res(emb, y) if self.res is not None else None
+        return res, self.skip(emb, y)
 
 
 class _MaskTCN(nn.Module):
@@ -129,9 +133,10 @@ class _MaskTCN(nn.Module):
         self.conv_in = _InstrumentConv(n, e1, e2, n_in, bn, generated=generated)
         self.act_bn, self.norm_bn = nn.PReLU(), _InstrumentNorm(n, e1, e2, bn, generated)
         self.blocks = nn.ModuleList(
-            _TCNBlock(n, e1, e2, bn, hid, kernel, 2**i, generated)
-            for _ in range(stacks)
+            _TCNBlock(n, e1, e2, bn, hid, kernel, 2**i, generated, s * layers + i + 1 < n_blocks)
+            for s in range(stacks)
             for i in range(layers)
+            for n_blocks in [stacks * layers]
         )
         self.act_skip, self.norm_skip = nn.PReLU(), _InstrumentNorm(n, e1, e2, bn, generated)
         self.conv_out = _InstrumentConv(n, e1, e2, bn, n_out, generated=generated)
@@ -143,7 +148,7 @@ class _MaskTCN(nn.Module):
         skips = 0.0
         for block in self.blocks:
             res, skip = block(emb, x)
-            x, skips = x + res, skips + skip
+            x, skips = (x if res is None else x + res), skips + skip
         m = self.conv_out(emb, self.norm_skip(emb, self.act_skip(skips)))
         return torch.softmax(self.norm_out(emb, self.act_out(m)), dim=1)  # over instruments
 

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
 from .audio import read_audio
+from .loading import EvalSampler, item_rng, train_loader
 
 __all__ = [
     "Libri2MixDataset",
@@ -190,7 +191,7 @@ class MixtureOfMixtures(Dataset):
         return len(self.base)
 
     def __getitem__(self, idx: int) -> dict:
-        rng = random.Random(random.getrandbits(64))  # seeded per worker by Lightning
+        rng = item_rng()
         if rng.random() < self.supervised_share:
             item = self._supervised(idx, rng)
             return {
@@ -229,44 +230,6 @@ class _SupervisedTrain(Dataset):
     def __getitem__(self, idx: int) -> dict:
         item = self.base[idx]
         return {"mix": item["mix"], "ref": item["sources"], "supervised": True, "id": item["id"]}
-
-
-def train_loader(dataset: Dataset, batch_size: int, num_workers: int) -> DataLoader:
-    """The training loader every datamodule uses: shuffled, full batches only."""
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=True,
-        drop_last=True,
-        num_workers=num_workers,
-        persistent_workers=num_workers > 0,
-    )
-
-
-class EvalSampler(DistributedSampler):
-    """Splits evaluation items over processes without padding, so each item is scored once.
-
-    Lightning's default ``DistributedSampler`` repeats items to even out the ranks, which biases
-    the mean; metrics here are summed and counted over ranks (torchmetrics), so uneven shards are
-    exact. Being a ``DistributedSampler``, Lightning leaves it in place.
-    """
-
-    def __init__(self, dataset: Dataset):
-        import torch.distributed as dist
-
-        ddp = dist.is_available() and dist.is_initialized()
-        super().__init__(
-            dataset,
-            num_replicas=dist.get_world_size() if ddp else 1,
-            rank=dist.get_rank() if ddp else 0,
-            shuffle=False,
-        )
-
-    def __iter__(self):
-        return iter(range(self.rank, len(self.dataset), self.num_replicas))
-
-    def __len__(self) -> int:
-        return len(range(self.rank, len(self.dataset), self.num_replicas))
 
 
 class Libri2MixDataModule(L.LightningDataModule):

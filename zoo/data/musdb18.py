@@ -13,7 +13,6 @@ datamodule checks for them first and says what to install.
 
 from __future__ import annotations
 
-import random
 import shutil
 from pathlib import Path
 
@@ -23,7 +22,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .audio import load_audio
-from .libri2mix import DatasetNotFoundError, EvalSampler, train_loader
+from .libri2mix import DatasetNotFoundError
+from .loading import EvalSampler, item_rng, train_loader
 
 __all__ = ["MUSDB18DataModule", "MusdbTrainDataset", "MusdbEvalDataset", "require_ffmpeg"]
 
@@ -127,19 +127,20 @@ class MusdbTrainDataset(Dataset):
         return len(self.tracks) * self.samples_per_track
 
     def __getitem__(self, idx: int) -> dict:
+        rng = item_rng()
         sources = {}
         for s in SOURCES:
             track = (
-                random.choice(self.tracks)
+                rng.choice(self.tracks)
                 if self.random_track_mix
                 else self.tracks[idx // self.samples_per_track]
             )
-            start = random.uniform(0, max(0.0, track.duration - self.segment))
+            start = rng.uniform(0, max(0.0, track.duration - self.segment))
             x = torch.from_numpy(_read(track, s, start, self.segment))
             x = _fit(x, int(round(self.segment * track.rate)))
             if self.gain_range:
-                x = x * random.uniform(*self.gain_range)
-            if self.channel_swap and x.shape[0] == 2 and random.random() < 0.5:
+                x = x * rng.uniform(*self.gain_range)
+            if self.channel_swap and x.shape[0] == 2 and rng.random() < 0.5:
                 x = x.flip(0)
             sources[s] = _resample(x, track.rate, self.sample_rate)
         mix = sum(sources.values())

@@ -185,7 +185,6 @@ def from_torchaudio_convtasnet(
         "norm": "gLN",
         "mask_act": mask_act,
         "framing": "torchaudio",
-        "last_residual": False,
     }
     renamed = rename(state, TORCHAUDIO_CONVTASNET)
     fixed = {}

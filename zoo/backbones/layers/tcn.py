@@ -66,8 +66,11 @@ class TCN(nn.Module):
             a 1x1-conv transform of the input of repeat r - 1 added.
         block_scales: TDCN++ learnable scale on each block's residual output, initialised to
             0.9^b for block index b within its repeat.
-        last_residual: give the last block a residual conv (Asteroid) or not (torchaudio); with
-            skip connections its output is unused either way.
+
+    With skip connections the last block has no residual conv: its output would feed nothing
+    (torchaudio's layout). Asteroid's layout keeps one; its two tensors are dropped when such a
+    checkpoint is loaded (:meth:`_drop_dead_residual`), so Asteroid weights still load strictly
+    and give the same outputs, and every parameter here is trained (DDP refuses unused ones).
 
     Shape:
         ``(B, N, frames)`` → masks ``(B, n_src, N, frames)``.
@@ -87,7 +90,6 @@ class TCN(nn.Module):
         mask_act: str = "relu",
         repeat_skips: bool = False,
         block_scales: bool = False,
-        last_residual: bool = True,
     ):
         super().__init__()
         self.n_src, self.in_chan, self.n_blocks, self.n_repeats = (
@@ -107,7 +109,7 @@ class TCN(nn.Module):
                 kernel_size,
                 2 ** (i % n_blocks),
                 norm,
-                residual=last_residual or i < n_total - 1 or not skip_chan,
+                residual=i < n_total - 1 or not skip_chan,
             )
             for i in range(n_total)
         )
@@ -122,6 +124,7 @@ class TCN(nn.Module):
         else:
             self.register_parameter("block_scales", None)
         self.use_skip = bool(skip_chan)
+        self.register_load_state_dict_pre_hook(TCN._drop_dead_residual)
         self.mask_prelu = nn.PReLU()
         self.mask_conv = nn.Conv1d(skip_chan or bn_chan, n_src * in_chan, 1)
         if mask_act == "relu":
@@ -132,6 +135,14 @@ class TCN(nn.Module):
             self.mask_act = nn.Softmax(dim=1)
         else:
             raise ValueError(f"unknown mask_act {mask_act!r}: use relu, sigmoid or softmax")
+
+    def _drop_dead_residual(self, state_dict: dict, prefix: str, *args) -> None:
+        """Remove the last block's residual conv of Asteroid-layout checkpoints (it feeds
+        nothing when the masks come from the skip path); every other key must still match."""
+        last = len(self.blocks) - 1
+        if self.blocks[last].res_conv is None:
+            for name in ("weight", "bias"):
+                state_dict.pop(f"{prefix}blocks.{last}.res_conv.{name}", None)
 
     def forward(self, w: Tensor) -> Tensor:
         b, _, frames = w.shape
