@@ -17,6 +17,15 @@ PYTEST_ARGS ?=
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
 		awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+	@echo
+	@echo "Layout (layers import only downwards):"
+	@echo "  zoo/cli.py         the zoo command: one sub-command per run-layer function (zoo --help)"
+	@echo "  zoo/run/           recipes (zoo/recipes, zoo/conf), prepare -> fit -> test -> results ->"
+	@echo "                     export, evaluate and oracles through a recipe's test, separate, leaderboard"
+	@echo "  zoo/system.py      SeparationSystem (LightningModule): backbone + loss + metrics"
+	@echo "  zoo/eval/ zoo/hub/ metric kernels (BSS Eval v4, matched SI-SDR); zoo format, registry, converters"
+	@echo "  zoo/backbones/ zoo/losses/ zoo/data/   networks (contract: backbones/base.py), objectives, datamodules"
+	@echo "  zoo/dsp.py zoo/matching.py zoo/inference.py   STFT + resampling, assignment solver, chunked separation"
 
 # musdb, stempeg and museval need ffmpeg + ffprobe on PATH even to import: installed from the
 # system packages when missing (Debian/Ubuntu apt, as root or through sudo).
@@ -48,7 +57,7 @@ test-slow: install ## Run the slow tests too
 lint: install ## ruff
 	$(VENV)/bin/ruff check zoo tests benchmarks
 
-recipe: install ## Run a recipe: make recipe NAME=libri2mix_mixit [DATA=/path/Libri2Mix] [GPUS=n] [NODES=m] [ARGS="--trainer.max_epochs=3"]
+recipe: install ## Run a recipe (zoo/recipes/NAME.yaml): make recipe NAME=libri2mix_mixit [DATA=/path/Libri2Mix] [GPUS=n] [NODES=m] [ARGS="--trainer.max_epochs=3"]
 	$(VENV)/bin/zoo recipe $(NAME) $(if $(DATA),--data $(DATA)) --gpus $(GPUS) --nodes $(NODES) $(ARGS)
 
 recipes: install ## List the recipes
@@ -68,13 +77,14 @@ bench: bench-install ## Run the benchmarks against the peers, write BENCHMARKS.m
 	MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=68719476736 MALLOC_TOP_PAD_=1073741824 \
 		$(PY) benchmarks/run.py --out BENCHMARKS.md
 
-oracle: install ## Oracle-mask reference rows (IBM, IRM, Wiener-like, mixture) on Libri2Mix and MUSDB18 test [DATA=]
-	$(if $(DATA),$(VENV)/bin/zoo oracle --data $(DATA),$(VENV)/bin/zoo oracle && $(VENV)/bin/zoo oracle --dataset musdb18-mini)
+ORACLE_RECIPE ?= libri2mix_pit
+oracle: install ## Oracle-mask reference rows (IBM, IRM, Wiener-like, mixture) through a recipe's test: mini Libri2Mix + MUSDB18, or [DATA= ORACLE_RECIPE=]
+	$(if $(DATA),$(VENV)/bin/zoo oracle $(ORACLE_RECIPE) --data $(DATA),$(VENV)/bin/zoo oracle libri2mix_pit && $(VENV)/bin/zoo oracle musdb18_umx --n-fft 4096 --hop 1024)
 
 leaderboard: install ## Regenerate LEADERBOARD.md (+ .csv, .png) from results/**/metrics.json
 	$(VENV)/bin/zoo leaderboard --results results -o LEADERBOARD.md
 
-clean: ## Remove results, logs and caches (keeps .venv and data/)
-	rm -rf results lightning_logs .pytest_cache .ruff_cache
+clean: ## Remove logs, caches and build files (keeps results/, .venv and data/)
+	rm -rf lightning_logs .pytest_cache .ruff_cache build dist
 
 .PHONY: help ffmpeg install test test-slow lint recipe recipes bench bench-install leaderboard oracle clean

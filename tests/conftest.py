@@ -20,6 +20,24 @@ def _seed():
     torch.manual_seed(0)
 
 
+# The shared tiny Conv-TasNet of the unit tests: two repeats of three blocks (so repeat skips,
+# block scales and the last-block layout are exercised), a few thousand parameters.
+TINY_CONVTASNET = dict(
+    n_filters=32, kernel_size=16, bn_chan=16, hid_chan=32, skip_chan=16, n_blocks=3, n_repeats=2
+)
+
+
+@pytest.fixture
+def tiny_convtasnet():
+    """Factory of tiny random Conv-TasNets: ``tiny_convtasnet(n_src=3, norm="cLN")``."""
+    from zoo.backbones import ConvTasNet
+
+    def make(**kw):
+        return ConvTasNet(**{**TINY_CONVTASNET, **kw})
+
+    return make
+
+
 TINY_SPEC = dict(
     n_train=16,
     n_dev=4,

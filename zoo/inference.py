@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .losses.pit import best_matching
+from .matching import best_matching
 
 __all__ = ["separate_chunked"]
 
@@ -87,35 +87,3 @@ def separate_chunked(
         prev_tail = est[..., hop:]
         start += hop
     return out / weight.clamp_min(1e-8)
-
-
-def resample_blocks(x: Tensor, orig_freq: int, new_freq: int, block_seconds: float = 30.0):
-    """Resample ``x`` ``(C, T)`` block by block; yields ``(C, n)`` pieces that concatenate to
-    ``torchaudio.functional.resample(x, orig_freq, new_freq)`` (to float rounding).
-
-    Blocks start at multiples of ``orig_freq / gcd`` input samples, which map to whole output
-    samples, and each is resampled with enough context on both sides for the filter, so memory is
-    one block rather than the whole resampled signal.
-    """
-    import math
-
-    import torchaudio.functional as AF
-
-    t = x.shape[-1]
-    if orig_freq == new_freq:
-        yield x
-        return
-    g = math.gcd(orig_freq, new_freq)
-    o, n = orig_freq // g, new_freq // g
-    block = o * max(1, math.ceil(block_seconds * orig_freq / o))
-    ctx = o * max(1, math.ceil(512 / o))  # well beyond the windowed-sinc filter's half width
-    out_len = math.ceil(n * t / o)
-    done = 0
-    for s in range(0, t, block):
-        e = min(s + block, t)
-        a, b = max(0, s - ctx), min(t, e + ctx)
-        y = AF.resample(x[..., a:b], orig_freq, new_freq)
-        first = (s - a) * n // o
-        want = (e - s) * n // o if e < t else out_len - done
-        yield y[..., first : first + want]
-        done += want

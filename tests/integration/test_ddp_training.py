@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from zoo.cli import ZooCLI, available_recipes
+from zoo.run.lightning import ZooCLI
+from zoo.run.recipe import available_recipes
 
 REPO = Path(__file__).resolve().parents[2]
 DDP = [

@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import TINY_SPEC
+from tests.conftest import TINY_CONVTASNET, TINY_SPEC
 from zoo.backbones import ConvTasNet, OpenUnmix
-from zoo.cli import available_recipes, load_recipe, run_recipe
 from zoo.data.libri2mix import Libri2MixDataModule
 from zoo.data.mini import MARKER
-from zoo.eval.results import ResultsWriter
 from zoo.losses import FixedOrderLoss, PITLoss
+from zoo.run.recipe import available_recipes, load_recipe
+from zoo.run.results import ResultsWriter
+from zoo.run.train import run_recipe
 from zoo.system import SeparationSystem
 
 SMOKE = [
@@ -39,9 +40,9 @@ REQUIRED = {
 
 @pytest.mark.parametrize("name", available_recipes())
 def test_recipe_smoke_run_writes_results(name, tiny_libri2mix, tiny_musdb, tmp_path):
-    mini = (load_recipe(name).get("recipe") or {}).get("mini_dataset", "libri2mix-mini")
+    mini = load_recipe(name).mini_dataset
     root = {"libri2mix-mini": tiny_libri2mix, "musdb18-mini": tiny_musdb}[mini]
-    result = run_recipe(name, overrides=SMOKE, results=tmp_path, mini_root=root)
+    result = run_recipe(name, overrides=SMOKE, results=tmp_path, mini_root_dir=root)
     out = tmp_path / name
     metrics = json.loads((out / "metrics.json").read_text())
     assert REQUIRED <= set(metrics)
@@ -69,9 +70,9 @@ def test_recipe_smoke_run_writes_results(name, tiny_libri2mix, tiny_musdb, tmp_p
 
 
 def test_rerun_keeps_the_previous_results(tiny_libri2mix, tmp_path):
-    run_recipe("libri2mix_pit", overrides=SMOKE, results=tmp_path, mini_root=tiny_libri2mix)
+    run_recipe("libri2mix_pit", overrides=SMOKE, results=tmp_path, mini_root_dir=tiny_libri2mix)
     first = (tmp_path / "libri2mix_pit" / "metrics.json").read_text()
-    run_recipe("libri2mix_pit", overrides=SMOKE, results=tmp_path, mini_root=tiny_libri2mix)
+    run_recipe("libri2mix_pit", overrides=SMOKE, results=tmp_path, mini_root_dir=tiny_libri2mix)
     archived = list((tmp_path / ".archive").glob("libri2mix_pit-*/metrics.json"))
     assert len(archived) == 1 and archived[0].read_text() == first
 
@@ -93,16 +94,7 @@ def _test_run(model, dm, out, **trainer_kw):
 
 def test_ddp_two_processes_equal_one_process(tiny_libri2mix, tmp_path):
     L.seed_everything(0)
-    backbone = ConvTasNet(
-        n_src=2,
-        n_filters=32,
-        kernel_size=16,
-        bn_chan=16,
-        hid_chan=32,
-        skip_chan=16,
-        n_blocks=3,
-        n_repeats=1,
-    )
+    backbone = ConvTasNet(n_src=2, **TINY_CONVTASNET)
     model = SeparationSystem(backbone, PITLoss())
     dm = Libri2MixDataModule(str(tiny_libri2mix), train_subset="train-100")
     one, rows_one = _test_run(model, dm, tmp_path / "one", devices=1)
@@ -121,10 +113,10 @@ def test_recipe_export_loads_with_identical_outputs_and_evaluates(tiny_libri2mix
     import torch
 
     import zoo
-    from zoo.cli import export_checkpoint
-    from zoo.eval.evaluate import evaluate
+    from zoo.run.evaluate import evaluate
+    from zoo.run.export import export_checkpoint
 
-    run_recipe("libri2mix_pit", overrides=SMOKE, results=tmp_path, mini_root=tiny_libri2mix)
+    run_recipe("libri2mix_pit", overrides=SMOKE, results=tmp_path, mini_root_dir=tiny_libri2mix)
     out = tmp_path / "libri2mix_pit"
     sep = zoo.load(out / "model")
     cfg = json.loads((out / "model" / "config.json").read_text())
@@ -139,7 +131,7 @@ def test_recipe_export_loads_with_identical_outputs_and_evaluates(tiny_libri2mix
     with torch.no_grad():
         assert torch.equal(sep(x), again(x))
     # zoo evaluate scores the exported model with the recipe's metrics
-    r = evaluate(str(out / "model"), tiny_libri2mix, tmp_path / "eval")
+    r = evaluate(str(out / "model"), data=str(tiny_libri2mix), out=str(tmp_path / "eval"))
     assert r["si_sdri"] == pytest.approx(
         json.loads((out / "metrics.json").read_text())["si_sdri"], abs=1e-4
     )
@@ -148,7 +140,7 @@ def test_recipe_export_loads_with_identical_outputs_and_evaluates(tiny_libri2mix
 
 
 def test_paper_scale_config_runs_with_data(tiny_libri2mix, tmp_path):
-    # DATA= given: the recipe's paper-scale configuration (5.05 M-parameter Conv-TasNet, 3 s
+    # DATA= given: the recipe's paper-scale configuration (4.98 M-parameter Conv-TasNet, 3 s
     # segments, batch 6) is what runs; here one training step on CPU on the tiny set (laid out
     # as a real Libri2Mix whose only training subset is train-100).
     result = run_recipe(
@@ -199,7 +191,7 @@ class _RandomBatches(L.LightningDataModule):
 
 def test_ddp_ranks_start_from_rank_zero_input_statistics(tmp_path):
     backbone = _RankDependentStats(["vocals", "drums"], 16000, 256, 64, 2, 16, 1)
-    model = SeparationSystem(backbone, FixedOrderLoss(), match="fixed", input_stats_batches=2)
+    model = SeparationSystem(backbone, FixedOrderLoss(), input_stats_batches=2)
     trainer = L.Trainer(
         accelerator="cpu",
         devices=2,

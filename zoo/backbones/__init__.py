@@ -1,17 +1,23 @@
-"""Separation networks: every backbone maps ``(B, C, T)`` waveforms to ``(B, S, C, T)``."""
+"""Separation networks: every backbone implements :class:`Backbone` (``base.py``, the written
+contract) and maps ``(B, C, T)`` waveforms to ``(B, S, C, T)``."""
 
 from .audioslots import AudioSlots
+from .base import Backbone, ContractError
 from .convtasnet import ConvTasNet, conv_tasnet_paper, tdcnpp_mixit
 from .metatasnet import MetaTasNet
 from .openunmix import OpenUnmix, OpenUnmixTarget
+from .oracle import OracleMask
 from .unet import SpectrogramUNet
 
 __all__ = [
     "AudioSlots",
+    "Backbone",
+    "ContractError",
     "ConvTasNet",
     "MetaTasNet",
     "OpenUnmix",
     "OpenUnmixTarget",
+    "OracleMask",
     "SpectrogramUNet",
     "conv_tasnet_paper",
     "tdcnpp_mixit",

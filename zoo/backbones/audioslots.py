@@ -22,6 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..inference import separate_chunked
+from .base import Backbone
+
 __all__ = ["AudioSlots", "fourier_features"]
 
 
@@ -56,7 +59,7 @@ class _ResBlock(nn.Module):
         return F.relu(self.norm2(self.conv2(y)) + self.skip(x))
 
 
-class AudioSlots(nn.Module):
+class AudioSlots(Backbone):
     """Slot-centric separator: spectrogram → encoder grid → slots → one spectrogram per slot.
 
     Args:
@@ -84,6 +87,8 @@ class AudioSlots(nn.Module):
         ``(N, n_slots, F, frames)``.
     """
 
+    architecture = "AudioSlots"
+
     def __init__(
         self,
         n_slots: int = 4,
@@ -109,9 +114,6 @@ class AudioSlots(nn.Module):
         self.sample_rate, self.n_fft, self.hop, self.power = sample_rate, n_fft, hop, power
         self.chunk = int(round(chunk_seconds * sample_rate))
         self.mask, self.n_fourier, self.train_masked = mask, n_fourier, train_masked
-        self.sources = [f"s{i + 1}" for i in range(n_slots)]
-        self.audio_channels = None
-        self.architecture = "AudioSlots"
         stages, prev = [], channels[0]
         self.stem = nn.Sequential(nn.Conv2d(1, prev, 3, 1, 1), nn.ReLU())
         for c in channels:
@@ -177,7 +179,5 @@ class AudioSlots(nn.Module):
         if self.training or t <= self.chunk:
             est = self._separate(x)
         else:
-            from ..inference import separate_chunked
-
             est = separate_chunked(self._separate, x, self.chunk, overlap=0.5, align=True)
         return est.reshape(b, c, -1, t).transpose(1, 2)  # (B, K, C, T)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 from asteroid_filterbanks import make_enc_dec
-from torch import Tensor, nn
+from torch import Tensor
 
+from .base import Backbone
 from .layers.tcn import TCN
 
 __all__ = ["ConvTasNet", "conv_tasnet_paper", "tdcnpp_mixit", "mixture_consistency"]
@@ -20,7 +21,7 @@ def mixture_consistency(est: Tensor, mix: Tensor) -> Tensor:
     return est + (mix - est.sum(1)).unsqueeze(1) / est.shape[1]
 
 
-class ConvTasNet(nn.Module):
+class ConvTasNet(Backbone):
     """Learned encoder → TCN masks → learned decoder, on waveforms.
 
     Multichannel input is separated channel by channel (channels are folded into the batch).
@@ -44,7 +45,8 @@ class ConvTasNet(nn.Module):
         repeat_skips: TDCN++ skip-residual connections between repeats.
         block_scales: TDCN++ learnable block scales initialised to 0.9^b.
         mixture_consistency: project the outputs so that they sum to the input mixture.
-        sources: optional names of the outputs (for music); default ``s1, s2, ...``.
+        sources: names of the outputs (music: ordered targets, matched fixed); ``None``:
+            anonymous outputs (speech), matched by PIT.
         framing: ``asteroid`` (no padding; the tail that does not fill a frame is zero in the
             output, as Asteroid) or ``torchaudio`` (input right-padded to the hop and convolved
             with a hop of padding on both ends, as torchaudio's ``ConvTasNet``).
@@ -78,8 +80,8 @@ class ConvTasNet(nn.Module):
             raise ValueError(f"sources {sources} must name all n_src={n_src} outputs")
         self.n_src = n_src
         self.sample_rate = sample_rate
-        self.sources = list(sources) if sources is not None else [f"s{i + 1}" for i in range(n_src)]
-        self.audio_channels = None  # any: channels are processed independently
+        self.sources = list(sources) if sources else None
+        # audio_channels: None (the default): any, channels are separated independently
         self.use_mixture_consistency = mixture_consistency
         if framing not in ("asteroid", "torchaudio"):
             raise ValueError(f"framing must be 'asteroid' or 'torchaudio', got {framing!r}")

@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layers.stft import BinMoments
+from ..dsp import BinMoments, resample_differentiable
+from .base import Backbone
 
 __all__ = ["MetaTasNet"]
 
@@ -240,14 +241,6 @@ class _Stage(nn.Module):
         return est, sep, latent
 
 
-def _resample(x: Tensor, src: int, dst: int) -> Tensor:
-    if src == dst:
-        return x
-    import torchaudio.functional as AF
-
-    return AF.resample(x, src, dst)
-
-
 def _si_snr(est: Tensor, ref: Tensor) -> Tensor:
     """Meta-TasNet's SI-SNR (no mean removal), ``(..., T)`` → ``(...)`` dB."""
     power = ref.square().sum(-1, keepdim=True) + 1e-8
@@ -259,7 +252,7 @@ def _si_snr(est: Tensor, ref: Tensor) -> Tensor:
     )
 
 
-class MetaTasNet(nn.Module):
+class MetaTasNet(Backbone):
     """Multi-stage Meta-TasNet: instrument-generated masking TCNs at 8, 16 and 32 kHz.
 
     Args:
@@ -286,6 +279,8 @@ class MetaTasNet(nn.Module):
     Shape:
         ``(B, C, T)`` at ``sample_rate`` → ``(B, S, C, T)`` (channels separated independently).
     """
+
+    architecture = "Meta-TasNet"
 
     def __init__(
         self,
@@ -318,8 +313,7 @@ class MetaTasNet(nn.Module):
         self.n_src = len(self.sources)
         self.base_rate, self.n_stages = base_rate, n_stages
         self.sample_rate = base_rate * 2 ** (n_stages - 1)
-        self.stride, self.audio_channels = stride, None
-        self.architecture = "Meta-TasNet"
+        self.stride = stride
         self.weights = (dissimilarity_weight, similarity_weight, reconstruction_weight)
         self.rescale_to_mixture = rescale_to_mixture
         self.stages = nn.ModuleList(
@@ -353,7 +347,7 @@ class MetaTasNet(nn.Module):
         x = F.pad(mix.reshape(b * c, 1, t), (0, -t % quantum))
         hidden, stages = None, []
         for stage in self.stages:
-            xi = _resample(x, self.sample_rate, stage.sample_rate)
+            xi = resample_differentiable(x, self.sample_rate, stage.sample_rate)
             est, hidden, latent = stage(xi, hidden)
             stages.append((xi, est, latent))
         self._cache = {"stages": stages, "shape": (b, c, t)} if self.training else None
@@ -375,7 +369,11 @@ class MetaTasNet(nn.Module):
         for mix in mixtures:
             x = mix.reshape(-1, 1, mix.shape[-1])
             for acc, stage in zip(moments, self.stages, strict=True):
-                acc.add(stage.encoder.log_power(_resample(x, self.sample_rate, stage.sample_rate)))
+                acc.add(
+                    stage.encoder.log_power(
+                        resample_differentiable(x, self.sample_rate, stage.sample_rate)
+                    )
+                )
         keys = []
         for i, (acc, stage) in enumerate(zip(moments, self.stages, strict=True)):
             mean, std = acc.mean_std(unbiased=True)  # torch.std's estimate, as the authors'
@@ -408,7 +406,7 @@ class MetaTasNet(nn.Module):
         for i, (stage, (xi, est, latent)) in enumerate(
             zip(self.stages, self._cache["stages"], strict=True)
         ):
-            ri = _resample(r, self.sample_rate, stage.sample_rate)  # (BC, S, Ti)
+            ri = resample_differentiable(r, self.sample_rate, stage.sample_rate)  # (BC, S, Ti)
             valid = (ri.square().sum(-1) > 0).to(ri.dtype)  # (BC, S)
             if i < self.n_stages - 1:  # the last stage is the main loss
                 snr = _si_snr(est[:, :, 0], ri)

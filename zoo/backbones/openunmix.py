@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layers.stft import BinMoments, stft
+from ..dsp import BinMoments, stft
+from .base import Backbone
 
 __all__ = [
     "OpenUnmix",
@@ -172,7 +173,7 @@ def wiener(
     return expectation_maximization(y / peak, mix_stft / peak, iterations, eps) * peak
 
 
-class OpenUnmix(nn.Module):
+class OpenUnmix(Backbone):
     """Open-Unmix separator: one :class:`OpenUnmixTarget` per source on the mixture's magnitude
     STFT, multichannel Wiener filtering of the estimates, inverse STFT.
 
@@ -196,6 +197,8 @@ class OpenUnmix(nn.Module):
     Shape:
         ``(B, C, T)`` → ``(B, S, C, T)``; :meth:`magnitudes` gives ``(B, S, C, F, frames)``.
     """
+
+    architecture = "Open-Unmix"
 
     def __init__(
         self,
@@ -238,7 +241,6 @@ class OpenUnmix(nn.Module):
         self.wiener_win_len = wiener_win_len
         self.sources = list(sources) + (["residual"] if residual else [])
         self.n_src = len(self.sources)
-        self.architecture = "Open-Unmix"
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
 
     def stft(self, x: Tensor) -> Tensor:

@@ -6,10 +6,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .base import Backbone
+
 __all__ = ["SpectrogramUNet"]
 
 
-class SpectrogramUNet(nn.Module):
+class SpectrogramUNet(Backbone):
     """Magnitude-STFT U-Net: six strided 5x5 conv encoder layers (batch norm, leaky ReLU 0.2), six
     5x5 transposed-conv decoder layers with skip connections (batch norm, ReLU, 50 % dropout on the
     first three), a sigmoid mask per target applied to the mixture magnitude, mixture phase for the
@@ -23,11 +25,14 @@ class SpectrogramUNet(nn.Module):
         channels: encoder widths <16, 32, 64, 128, 256, 512>.
         kernel_size: conv kernel <5>.
         dropout: decoder dropout on the first three layers <0.5>.
-        sources: target names (default ``s1, s2, ...``).
+        sources: target names (music: ordered, matched fixed); ``None``: anonymous outputs
+            (speech), matched by PIT.
 
     Shape:
         ``(B, C, T)`` → ``(B, n_src, C, T)`` (channels are processed independently).
     """
+
+    architecture = "U-Net"
 
     def __init__(
         self,
@@ -44,9 +49,7 @@ class SpectrogramUNet(nn.Module):
         if sources is not None and len(sources) != n_src:
             raise ValueError(f"sources {sources} must name all n_src={n_src} outputs")
         self.n_src, self.sample_rate, self.n_fft, self.hop = n_src, sample_rate, n_fft, hop
-        self.sources = list(sources) if sources is not None else [f"s{i + 1}" for i in range(n_src)]
-        self.audio_channels = None
-        self.architecture = "U-Net"
+        self.sources = list(sources) if sources else None
         self.depth = len(channels)
         pad = kernel_size // 2
         self.encoder = nn.ModuleList()

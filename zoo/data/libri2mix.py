@@ -12,11 +12,11 @@ import csv
 import random
 from pathlib import Path
 
-import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .audio import read_audio
+from .base import SeparationData
 from .loading import EvalSampler, item_rng, train_loader
 
 __all__ = [
@@ -232,7 +232,7 @@ class _SupervisedTrain(Dataset):
         return {"mix": item["mix"], "ref": item["sources"], "supervised": True, "id": item["id"]}
 
 
-class Libri2MixDataModule(L.LightningDataModule):
+class Libri2MixDataModule(SeparationData):
     """Libri2Mix for training with PIT / Hungarian (sources), MixIT or semi-supervised MixIT.
 
     Args:
@@ -241,9 +241,9 @@ class Libri2MixDataModule(L.LightningDataModule):
         sample_rate: 8000 or 16000.
         mode: ``min`` or ``max``.
         train_subset: ``train-360`` or ``train-100``.
-        targets: ``sources`` (PIT, Hungarian) or ``mixtures`` (MixIT: mixtures of two mixtures;
+        train_on: ``sources`` (PIT, Hungarian) or ``mixtures`` (MixIT: mixtures of two mixtures;
             the sources are never read in training).
-        supervised_share: with ``targets: mixtures``, the share of items trained on sources
+        supervised_share: with ``train_on: mixtures``, the share of items trained on sources
             (semi-supervised MixIT).
         segment: training segment in seconds.
         val_segment: validation segment in seconds from the start of each utterance (``None``:
@@ -251,6 +251,8 @@ class Libri2MixDataModule(L.LightningDataModule):
         batch_size: training batch size.
         num_workers: data loading processes.
         limit_val_items: validate on the first N dev items only (``None``: all).
+        test_split: the subset ``trainer.test`` scores: ``test`` or ``dev``.
+        limit_test_items: test on the first N items of that subset only (``None``: all).
 
     Validation and test items always carry the true sources, whatever the training targets.
     """
@@ -262,21 +264,27 @@ class Libri2MixDataModule(L.LightningDataModule):
         sample_rate: int = 8000,
         mode: str = "min",
         train_subset: str = "train-360",
-        targets: str = "sources",
+        train_on: str = "sources",
         supervised_share: float = 0.0,
         segment: float = 3.0,
         val_segment: float | None = None,
         batch_size: int = 4,
         num_workers: int = 0,
         limit_val_items: int | None = None,
+        test_split: str = "test",
+        limit_test_items: int | None = None,
     ):
         super().__init__()
-        if targets not in ("sources", "mixtures"):
-            raise ValueError(f"targets must be 'sources' or 'mixtures', got {targets!r}")
+        if test_split not in ("test", "dev"):
+            raise ValueError(
+                f"test_split must be 'test' or 'dev' for Libri2Mix, got {test_split!r}"
+            )
+        if train_on not in ("sources", "mixtures"):
+            raise ValueError(f"train_on must be 'sources' or 'mixtures', got {train_on!r}")
         self.root, self.task, self.sample_rate, self.mode = Path(root), task, sample_rate, mode
-        self.train_subset, self.targets, self.supervised_share = (
+        self.train_subset, self.train_on, self.supervised_share = (
             train_subset,
-            targets,
+            train_on,
             supervised_share,
         )
         self.segment, self.val_segment = segment, val_segment
@@ -285,7 +293,9 @@ class Libri2MixDataModule(L.LightningDataModule):
             num_workers,
             limit_val_items,
         )
+        self.test_split, self.limit_test_items = test_split, limit_test_items
         self.n_src = len(TASKS[task][1]) if task in TASKS else None
+        self.audio_channels = 1
         self.dataset_name = "Libri2Mix"
 
     def _ds(self, subset: str, segment: float | None, random_segments: bool) -> Libri2MixDataset:
@@ -296,7 +306,7 @@ class Libri2MixDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if stage in ("fit", None):
             base = self._ds(self.train_subset, self.segment, True)
-            if self.targets == "mixtures":
+            if self.train_on == "mixtures":
                 self.train_set = MixtureOfMixtures(base, self.supervised_share)
             else:
                 self.train_set = _SupervisedTrain(base)
@@ -305,7 +315,10 @@ class Libri2MixDataModule(L.LightningDataModule):
             if self.limit_val_items is not None:
                 self.val_set.rows = self.val_set.rows[: self.limit_val_items]
         if stage in ("test", None):
-            self.test_set = self._ds("test", None, False)
+            self.test_set = self._ds(self.test_split, None, False)
+            self.test_set.rows = self.test_set.rows[: self.limit_test_items]
+            if not self.test_set.rows:
+                raise ValueError(f"{self.test_set.csv_path}: no test items (the CSV has no rows)")
 
     def train_dataloader(self) -> DataLoader:
         return train_loader(self.train_set, self.batch_size, self.num_workers)
@@ -331,5 +344,6 @@ class Libri2MixDataModule(L.LightningDataModule):
             "task": self.task,
             "sample_rate": self.sample_rate,
             "mode": self.mode,
+            "split": self.test_split,
             "root": str(self.root),
         }

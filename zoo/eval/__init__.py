@@ -1,1 +1,2 @@
-"""Evaluation: results files written from test runs."""
+"""Metric kernels (matched SI-SDR, BSS Eval v4 and its summaries): below the system, never
+importing it or the run layer."""

@@ -1,13 +1,29 @@
-"""Metrics shared by validation, test, ``zoo evaluate`` and the oracles."""
+"""Metric kernels shared by validation, test, ``zoo evaluate`` and the oracles: matched SI-SDR
+scores, BSS Eval SDR, museval-style per-item medians and their summary over items, and the
+compute cost of a network. Nothing here builds a system, a trainer or a run."""
 
 from __future__ import annotations
 
 import contextlib
+import warnings
 
+import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torchmetrics.functional.audio import scale_invariant_signal_distortion_ratio as si_sdr_fn
 
-__all__ = ["single_thread", "bss_sdr"]
+from ..losses import NegSISDR
+from ..matching import best_matching
+from .bsseval import METRICS, bss_eval_v4
+
+__all__ = [
+    "bss_eval_items",
+    "bss_sdr",
+    "macs_per_second",
+    "match_and_score",
+    "single_thread",
+    "summarize_bss",
+]
 
 
 @contextlib.contextmanager
@@ -32,3 +48,94 @@ def bss_sdr(est: Tensor, ref: Tensor) -> Tensor:
 
     with single_thread():
         return signal_distortion_ratio(est.double(), ref.double()).to(est.dtype)
+
+
+def match_and_score(
+    est: Tensor, sources: Tensor, mix: Tensor, sdr: bool = False, fixed: bool = False
+) -> dict[str, Tensor]:
+    """Supervised scores of estimates, whatever objective produced them.
+
+    The ``n_src`` estimates that best match the sources (PIT on negative SI-SDR; with M > n_src
+    outputs, the best-matching subset; ``fixed=True``: estimate ``j`` is source ``j``, for named
+    sources) are scored with torchmetrics' SI-SDR (zero-mean), and SI-SDRi subtracts the SI-SDR
+    of the mixture itself. Scores are computed in float32 at least.
+
+    Shape:
+        est ``(B, M, C, T)``, sources ``(B, n_src, C, T)``, mix ``(B, C, T)``.
+        Returns per-item, per-source ``si_sdr``, ``si_sdri`` ``(B, n_src)`` and ``perm``; with
+        ``sdr=True`` also BSS Eval ``sdr`` and ``sdri`` (see :func:`bss_sdr`).
+    """
+    dtype = torch.promote_types(est.dtype, torch.float32)
+    est, sources, mix = est.to(dtype), sources.to(dtype), mix.to(dtype)
+    if fixed:
+        if est.shape[1] != sources.shape[1]:
+            raise ValueError(
+                f"fixed matching needs one estimate per source: estimates {tuple(est.shape)}, "
+                f"sources {tuple(sources.shape)}"
+            )
+        perm = torch.arange(sources.shape[1], device=est.device).expand(est.shape[0], -1)
+    else:
+        perm = best_matching(NegSISDR()(est, sources))  # (B, n_src) from a (B, M, n_src) matrix
+    matched = torch.gather(est, 1, perm[:, :, None, None].expand(-1, -1, *est.shape[2:]))
+    flat = lambda x: x.flatten(2)  # noqa: E731  (B, n, C*T)
+    mix_as_est = flat(mix.unsqueeze(1).expand_as(sources))  # the mixture as every estimate
+    si_sdr = si_sdr_fn(flat(matched), flat(sources), zero_mean=True)  # (B, n_src)
+    base = si_sdr_fn(mix_as_est, flat(sources), zero_mean=True)
+    out = {"si_sdr": si_sdr, "si_sdri": si_sdr - base, "perm": perm}
+    if sdr:
+        d = bss_sdr(flat(matched), flat(sources))
+        out["sdr"], out["sdri"] = d, d - bss_sdr(mix_as_est, flat(sources))
+    return out
+
+
+def bss_eval_items(
+    est: Tensor, sources: Tensor, names: list[str], sample_rate: int
+) -> list[dict[str, float]]:
+    """museval's v4 scores per item: ``{"<metric>_<target>": median over 1 s windows}``.
+
+    Shape:
+        est, sources ``(B, S, C, T)`` in the same (fixed) order.
+    """
+    out = []
+    for b in range(est.shape[0]):
+        ref = sources[b].double().cpu().numpy().transpose(0, 2, 1)  # (S, T, C)
+        e = est[b].double().cpu().numpy().transpose(0, 2, 1)
+        framewise = bss_eval_v4(
+            ref, e, win=sample_rate, hop=sample_rate, names=names, silent_estimates="score"
+        )
+        with warnings.catch_warnings():  # all-NaN targets (silent throughout) stay NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            out.append(
+                {
+                    f"{m}_{name}": float(np.nanmedian(framewise[m][j]))
+                    for m in METRICS
+                    for j, name in enumerate(names)
+                }
+            )
+    return out
+
+
+def summarize_bss(rows: list[dict], names: list[str]) -> dict:
+    """museval's aggregation: per target, the median over tracks of the per-track medians; the
+    headline ``sdr`` etc. average the per-target medians (as papers report "avg SDR")."""
+    if not rows or f"sdr_{names[0]}" not in rows[0]:
+        return {}
+    targets = {}
+    for name in names:
+        targets[name] = {
+            m: round(float(np.nanmedian([r[f"{m}_{name}"] for r in rows])), 4) for m in METRICS
+        }
+    avg = {m: round(float(np.mean([t[m] for t in targets.values()])), 4) for m in METRICS}
+    return {"targets": targets, **avg}
+
+
+def macs_per_second(backbone: nn.Module, channels: int = 1) -> int:
+    """Multiply-accumulates to separate one second of audio (torch's FLOP counter / 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    channels = backbone.audio_channels or channels
+    device = next((p.device for p in backbone.parameters()), torch.device("cpu"))
+    x = torch.zeros(1, channels, int(backbone.sample_rate), device=device)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        backbone(x)
+    return int(counter.get_total_flops() // 2)

@@ -8,8 +8,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..inference import resample_blocks, separate_chunked
-from .format import load_backbone
+from ..backbones.base import Backbone
+from ..dsp import resample_blocks
+from ..inference import separate_chunked
 
 __all__ = ["Separator", "load"]
 
@@ -20,22 +21,21 @@ class Separator(nn.Module):
     Attributes:
         backbone: the network, ``(B, C, T)`` → ``(B, S, C, T)``.
         sample_rate: the rate it works at; ``separate`` resamples to it and back.
-        sources: output names; ``config``: the zoo config it was loaded from.
+        sources: output names (``s1, s2, ...`` for anonymous outputs); ``config``: the config
+            it was loaded from (``backbone``: class path and arguments; provenance...).
+        ordered: named outputs keep their order between chunks; anonymous ones may swap and
+            are aligned on the chunk overlaps.
     """
 
-    def __init__(self, backbone: nn.Module, config: dict | None = None):
+    def __init__(self, backbone: Backbone, config: dict | None = None):
         super().__init__()
         self.backbone = backbone
         self.config = dict(config or {})
-        self.sample_rate = int(getattr(backbone, "sample_rate", self.config.get("sample_rate")))
-        self.n_src = getattr(backbone, "n_src", self.config.get("n_src"))
-        self.sources = list(getattr(backbone, "sources", None) or self.config.get("sources") or [])
-        self.audio_channels = getattr(backbone, "audio_channels", None)
-        # Named sources (music: vocals, drums...) keep their order; anonymous ones (s1, s2...) may
-        # swap between chunks and are aligned.
-        self.ordered = bool(self.sources) and not all(
-            s == f"s{i + 1}" for i, s in enumerate(self.sources)
-        )
+        self.sample_rate = backbone.sample_rate
+        self.n_src = backbone.n_src
+        self.sources = backbone.output_names
+        self.audio_channels = backbone.audio_channels
+        self.ordered = backbone.ordered
         self.eval()
 
     def forward(self, mix: Tensor) -> Tensor:
@@ -132,14 +132,10 @@ def load(
         cache_dir: where downloads are kept (default ``$ZOO_CACHE`` or ``~/.cache/separation-zoo``).
     """
     p = Path(str(name_or_path)).expanduser()
-    if (p / "config.json").is_file():
-        backbone, config = load_backbone(p)
-        return Separator(backbone, config)
-    if p.exists():  # a peer's checkpoint: Open-Unmix folder, Asteroid or torchaudio file
-        from .convert import from_path
+    if p.exists():  # a zoo folder or a peer's checkpoint (Open-Unmix, Asteroid, torchaudio)
+        from .formats import load_path
 
-        backbone, config = from_path(p)
-        return Separator(backbone, {"backbone": config, "source": str(p)})
+        return Separator(*load_path(p))
     from .registry import resolve
 
-    return resolve(str(name_or_path), download=download, cache_dir=cache_dir)
+    return Separator(*resolve(str(name_or_path), download=download, cache_dir=cache_dir))

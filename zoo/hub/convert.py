@@ -27,7 +27,7 @@ __all__ = [
     "ConversionError",
     "from_asteroid",
     "from_openunmix",
-    "from_path",
+    "load_checkpoint",
     "from_torchaudio_convtasnet",
     "rename",
 ]
@@ -84,7 +84,9 @@ TORCHAUDIO_CONVTASNET = [
 ]
 
 
-def _load_checkpoint(path_or_obj) -> dict:
+def load_checkpoint(path_or_obj) -> dict:
+    """A peer's ``torch.save`` file with ``weights_only=True`` (no code is unpickled); the one
+    class Asteroid packages need besides tensors, ``TorchVersion``, is allowed by name."""
     if isinstance(path_or_obj, dict):
         return path_or_obj
     from torch.torch_version import TorchVersion
@@ -96,7 +98,7 @@ def _load_checkpoint(path_or_obj) -> dict:
 def from_asteroid(path_or_pkg) -> tuple[nn.Module, dict]:
     """Build a zoo ``ConvTasNet`` from an Asteroid ConvTasNet package; returns
     ``(backbone, {"class_path", "init_args"})``."""
-    pkg = _load_checkpoint(path_or_pkg)
+    pkg = load_checkpoint(path_or_pkg)
     for key in ("model_name", "model_args", "state_dict"):
         if key not in pkg:
             raise ConversionError(f"not an Asteroid model package: no {key!r} entry")
@@ -149,7 +151,7 @@ def from_torchaudio_convtasnet(
     not stored in the weights; the defaults are those of ``CONVTASNET_BASE_LIBRI2MIX``
     (``conv_tasnet_base``: 8 x 3, ReLU masks, 8 kHz).
     """
-    state = _load_checkpoint(path_or_state)
+    state = load_checkpoint(path_or_state)
     if "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     try:
@@ -298,23 +300,3 @@ def from_openunmix(
     for t in targets:
         model.target_models[t].load_state_dict(states[t], strict=True)
     return model.eval(), {"class_path": "zoo.backbones.OpenUnmix", "init_args": init_args}
-
-
-def from_path(path: str | Path) -> tuple[nn.Module, dict]:
-    """Convert a peer checkpoint found on disk, recognising its format: an Open-Unmix folder
-    (``separator.json`` or ``<target>.pth`` files), an Asteroid package (a dict with
-    ``model_name``) or a torchaudio ConvTasNet state dict."""
-    path = Path(path)
-    if path.is_dir():
-        return from_openunmix(path)
-    if not path.is_file():
-        raise ConversionError(f"{path} does not exist")
-    ckpt = _load_checkpoint(path)
-    if "model_name" in ckpt:
-        return from_asteroid(ckpt)
-    if any(k.startswith("mask_generator.") for k in ckpt.get("state_dict", ckpt)):
-        return from_torchaudio_convtasnet(ckpt)
-    raise ConversionError(
-        f"{path}: not a checkpoint format the zoo knows (zoo folder, Asteroid package, "
-        "torchaudio ConvTasNet state dict, Open-Unmix folder)"
-    )

@@ -16,12 +16,14 @@ import time
 from pathlib import Path
 
 from safetensors.torch import load_file, save_file
-from torch import nn
+
+from ..backbones.base import Backbone
 
 __all__ = [
     "FORMAT",
     "export_model",
     "load_backbone",
+    "backbone_class",
     "build_backbone",
     "sha256_file",
     "ModelFormatError",
@@ -45,9 +47,10 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def build_backbone(class_path: str, init_args: dict) -> nn.Module:
-    """Instantiate ``class_path(**init_args)``; only ``zoo.backbones.*`` classes are allowed."""
-    if not class_path.startswith(ALLOWED_PREFIX):
+def backbone_class(class_path: str) -> type[Backbone]:
+    """The class named ``class_path``; only :class:`~zoo.backbones.Backbone` classes under
+    ``zoo.backbones`` are allowed."""
+    if not isinstance(class_path, str) or not class_path.startswith(ALLOWED_PREFIX):
         raise ModelFormatError(
             f"refusing to build {class_path!r}: a zoo model names a class under {ALLOWED_PREFIX}*"
         )
@@ -56,13 +59,18 @@ def build_backbone(class_path: str, init_args: dict) -> nn.Module:
         cls = getattr(importlib.import_module(module_name), cls_name)
     except (ImportError, AttributeError) as exc:
         raise ModelFormatError(f"unknown backbone class {class_path!r}") from exc
-    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        raise ModelFormatError(f"{class_path!r} is not an nn.Module class")
-    return cls(**init_args)
+    if not (isinstance(cls, type) and issubclass(cls, Backbone)):
+        raise ModelFormatError(f"{class_path!r} is not a zoo backbone (zoo.backbones.Backbone)")
+    return cls
+
+
+def build_backbone(class_path: str, init_args: dict) -> Backbone:
+    """Instantiate ``class_path(**init_args)`` (see :func:`backbone_class`)."""
+    return backbone_class(class_path)(**init_args)
 
 
 def export_model(
-    backbone: nn.Module, backbone_config: dict, out_dir: str | Path, provenance: dict | None = None
+    backbone: Backbone, backbone_config: dict, out_dir: str | Path, provenance: dict | None = None
 ) -> Path:
     """Write ``backbone`` in the zoo format to ``out_dir``.
 
@@ -85,10 +93,10 @@ def export_model(
             "class_path": backbone_config["class_path"],
             "init_args": dict(backbone_config.get("init_args") or {}),
         },
-        "sample_rate": getattr(backbone, "sample_rate", None),
-        "n_src": getattr(backbone, "n_src", None),
-        "sources": list(getattr(backbone, "sources", []) or []),
-        "audio_channels": getattr(backbone, "audio_channels", None),
+        "sample_rate": backbone.sample_rate,
+        "n_src": backbone.n_src,
+        "sources": list(backbone.sources or []),
+        "audio_channels": backbone.audio_channels,
         "params": sum(p.numel() for p in backbone.parameters()),
         "weights_sha256": sha256_file(out / WEIGHTS),
         "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -100,7 +108,7 @@ def export_model(
     return out
 
 
-def load_backbone(path: str | Path) -> tuple[nn.Module, dict]:
+def load_backbone(path: str | Path) -> tuple[Backbone, dict]:
     """Rebuild the backbone stored in a zoo model folder; returns ``(backbone, config)``."""
     path = Path(path)
     cfg_path, w_path = path / CONFIG, path / WEIGHTS

@@ -1,25 +1,37 @@
-"""Named models (``registry.json``, data shipped in the package) and verified downloads.
+"""Named models (``registry.json``, shipped in the package) and verified downloads.
 
-An entry names the files of a model, where they come from (``url`` per file: ``https://``,
-``hf://owner/repo/file``, ``file://`` or ``package:`` for files shipped inside this package) and
-the sha256 of each file (or ``sha256_prefix`` for files published under torch.hub's
-``<name>-<first 8 hex digits of the sha256>`` names). A download goes to
-``<cache>/<name>/<file>.part``, is checked, and only then renamed into place; a mismatch is an
-error and the bad file is deleted. Nothing is downloaded unless ``download=True``.
+An entry names the model's ``format`` (a key of :data:`zoo.hub.formats.FORMATS`), its files,
+where each comes from (``url``: ``https://``, ``file://``, ``package:`` for files shipped inside
+this package, or ``hf://owner/repo/file[@revision]`` on the Hugging Face hub) and its sha256 (or
+``sha256_prefix`` for files published under torch.hub's ``<name>-<8 hex digits>`` names), and
+optionally ``weights`` (the file the format loads; default: the folder) and ``args``.
+
+Downloads go through kept libraries: ``torch.hub.download_url_to_file`` (temporary file, sha256
+prefix check, then the final name) and ``huggingface_hub.hf_hub_download`` (pinned revision),
+into ``<cache>/<name>/``; a mismatch is an error and the file is not kept. Nothing is
+downloaded unless ``download=True``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import urllib.request
 from importlib import resources
 from pathlib import Path
 
-from .format import ModelFormatError, load_backbone, sha256_file
+from ..backbones.base import Backbone
+from .format import sha256_file
+from .formats import load_format
 
-__all__ = ["REGISTRY", "list_models", "resolve", "fetch", "DownloadError", "cache_root"]
+__all__ = [
+    "REGISTRY",
+    "DownloadError",
+    "cache_root",
+    "download",
+    "fetch",
+    "list_models",
+    "resolve",
+]
 
 
 class DownloadError(RuntimeError):
@@ -34,7 +46,7 @@ REGISTRY = _registry()
 
 
 def list_models() -> dict[str, dict]:
-    """The registry: name -> entry."""
+    """Registered models (name, format, description): ready for ``zoo.load(name)``."""
     return {k: v for k, v in REGISTRY.items() if not k.startswith("_")}
 
 
@@ -43,12 +55,29 @@ def cache_root(cache_dir: str | Path | None = None) -> Path:
 
 
 def _source_url(url: str) -> str:
-    if url.startswith("hf://"):
-        repo, _, file = url[5:].rpartition("/")
-        return f"https://huggingface.co/{repo}/resolve/main/{file}"
     if url.startswith("package:"):
         return (resources.files("zoo.hub") / url[len("package:") :]).as_uri()
     return url
+
+
+def _download(url: str, dest: Path, want: str | None) -> None:
+    """Fetch ``url`` to ``dest`` (checked against the sha256 or its prefix ``want``)."""
+    if url.startswith("hf://"):
+        from huggingface_hub import hf_hub_download
+
+        spec, _, revision = url[5:].partition("@")
+        repo, _, file = spec.rpartition("/")
+        got = Path(hf_hub_download(repo, file, revision=revision or None, local_dir=dest.parent))
+        if got.resolve() != dest.resolve():
+            os.replace(got, dest)
+        digest = sha256_file(dest)
+        if want and not digest.startswith(want):
+            dest.unlink()
+            raise RuntimeError(f'invalid hash value (expected "{want}", got "{digest}")')
+        return
+    import torch.hub
+
+    torch.hub.download_url_to_file(_source_url(url), str(dest), hash_prefix=want, progress=False)
 
 
 def fetch(
@@ -74,27 +103,34 @@ def fetch(
             dest.unlink()  # a cached file that no longer matches is dropped
         if not download:
             raise DownloadError(
-                f"{name} is not in the cache ({folder}); call zoo.load({name!r}, download=True) "
-                f"or `zoo download {name}` to fetch it"
+                f"{name} is not in the cache ({folder}); run `zoo download {name}` or call "
+                f"zoo.load({name!r}, download=True) to fetch it"
             )
         folder.mkdir(parents=True, exist_ok=True)
-        part = dest.with_name(dest.name + ".part")
-        url = _source_url(spec["url"])
         try:
-            with urllib.request.urlopen(url, timeout=60) as r, open(part, "wb") as f:
-                shutil.copyfileobj(r, f)
-        except (OSError, ValueError) as exc:
-            part.unlink(missing_ok=True)
-            raise DownloadError(f"{name}: cannot fetch {url}: {exc}") from exc
-        got = sha256_file(part)
-        if verify and not got.startswith(want):
-            part.unlink()
+            _download(spec["url"], dest, want if verify else None)
+        except RuntimeError as exc:  # torch.hub's hash check
             raise DownloadError(
-                f"{name}: {file} from {url} has sha256 {got}, the registry says {want}; "
-                "the file was not kept"
-            )
-        os.replace(part, dest)
+                f"{name}: {file} from {spec['url']} failed its check ({exc}); the file was not kept"
+            ) from exc
+        except (OSError, ValueError) as exc:
+            raise DownloadError(f"{name}: cannot fetch {spec['url']}: {exc}") from exc
     return folder
+
+
+def download(name: str, cache_dir: str | None = None) -> Path:
+    """Fetch a registered model into the cache (each file checked against its sha256).
+
+    Args:
+        name: registry name (``zoo list``).
+        cache_dir: cache folder (default ``$ZOO_CACHE`` or ``~/.cache/separation-zoo``).
+    """
+    models = list_models()
+    if name not in models:
+        raise KeyError(
+            f"{name!r} is not a registered model; registered: {', '.join(sorted(models))}"
+        )
+    return fetch(name, models[name], cache_dir, download=True)
 
 
 def resolve(
@@ -102,10 +138,8 @@ def resolve(
     download: bool = False,
     cache_dir: str | Path | None = None,
     verify: bool = True,
-):
-    """A :class:`~zoo.hub.api.Separator` for a registry name (or a URL registered as a source)."""
-    from .api import Separator
-
+) -> tuple[Backbone, dict]:
+    """``(backbone, config)`` of a registry name (or of a URL registered as one of its files)."""
     models = list_models()
     name = name_or_url
     if name not in models:
@@ -122,26 +156,6 @@ def resolve(
         name = by_url[0]
     entry = models[name]
     folder = fetch(name, entry, cache_dir, download, verify)
-    fmt = entry["format"]
-    if fmt == "zoo":
-        backbone, config = load_backbone(folder)
-    elif fmt == "asteroid":
-        from .convert import from_asteroid
-
-        backbone, bb = from_asteroid(folder / entry["weights"])
-        config = {"backbone": bb, "source": entry}
-    elif fmt == "torchaudio-convtasnet":
-        from .convert import from_torchaudio_convtasnet
-
-        backbone, bb = from_torchaudio_convtasnet(
-            folder / entry["weights"], **entry.get("args", {})
-        )
-        config = {"backbone": bb, "source": entry}
-    elif fmt == "openunmix":
-        from .convert import from_openunmix
-
-        backbone, bb = from_openunmix(folder, **entry.get("args", {}))
-        config = {"backbone": bb, "source": entry}
-    else:
-        raise ModelFormatError(f"{name}: unknown format {fmt!r} in the registry")
-    return Separator(backbone, config)
+    target = folder / entry["weights"] if "weights" in entry else folder
+    backbone, config = load_format(entry["format"], target, **entry.get("args", {}))
+    return backbone, {**config, "registry": name}

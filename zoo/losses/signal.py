@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..backbones.layers.stft import stft
+from ..dsp import stft
 
 __all__ = [
     "Stats",

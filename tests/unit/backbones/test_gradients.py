@@ -1,0 +1,51 @@
+"""Every trainable parameter of every backbone gets a gradient from one training step.
+
+DDP refuses to train a model with parameters that no forward pass uses (and
+``find_unused_parameters=True`` would only hide them at the cost of a graph traversal per step),
+so each backbone, in the paper and mini configuration that its recipes build, is run forward in
+training mode with a loss on all of its outputs (plus its auxiliary training terms, as the
+system adds them), and every parameter with ``requires_grad`` must have a non-zero gradient.
+"""
+
+import pytest
+import torch
+
+from zoo.run.recipe import available_recipes
+from zoo.run.train import instantiate, resolve
+
+
+def _backbone(name, mini, tmp_path):
+    run = resolve(
+        name,
+        data=None if mini else str(tmp_path / "data"),
+        results=tmp_path,
+        mini_root_dir=tmp_path / "mini",
+        prepare_data=False,
+    )
+    return instantiate(run).model.backbone
+
+
+# every recipe, in its mini and its paper-scale configuration
+CASES = [(name, mini) for name in available_recipes() for mini in (True, False)]
+
+
+@pytest.mark.parametrize(
+    "name,mini", CASES, ids=[f"{n}-{'mini' if m else 'paper'}" for n, m in CASES]
+)
+def test_every_parameter_gets_a_gradient(name, mini, tmp_path):
+    torch.manual_seed(0)
+    backbone = _backbone(name, mini, tmp_path).train()
+    channels = backbone.audio_channels or 1
+    mix = torch.randn(2, channels, int(backbone.sample_rate))  # 1 s at the model's rate
+    est = backbone(mix)  # (B, S, C, T)
+    loss = est.square().mean()
+    aux = backbone.auxiliary_loss(torch.randn_like(est))
+    if aux is not None:
+        loss = loss + aux
+    loss.backward()
+    missing = [
+        n
+        for n, p in backbone.named_parameters()
+        if p.requires_grad and (p.grad is None or not bool(p.grad.abs().sum() > 0))
+    ]
+    assert missing == [], f"{name} ({'mini' if mini else 'paper'}): parameters without gradient"

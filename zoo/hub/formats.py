@@ -1,0 +1,63 @@
+"""The one table of model formats the zoo reads: the registry's ``format`` field and
+``zoo.load(path)``'s recognition of files on disk both go through it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from ..backbones.base import Backbone
+from . import convert
+from .format import CONFIG, load_backbone
+
+__all__ = ["FORMATS", "detect", "load_format", "load_path"]
+
+
+def _zoo(path: Path, **_) -> tuple[Backbone, dict]:
+    return load_backbone(path)
+
+
+def _peer(fn: Callable) -> Callable:
+    def load(path: Path, **args) -> tuple[Backbone, dict]:
+        backbone, config = fn(path, **args)
+        return backbone, {"backbone": config, "source": str(path)}
+
+    return load
+
+
+# format -> loader(path, **registry args) -> (backbone in eval mode, config with "backbone")
+FORMATS: dict[str, Callable[..., tuple[Backbone, dict]]] = {
+    "zoo": _zoo,  # a folder: model.safetensors + config.json
+    "asteroid": _peer(convert.from_asteroid),  # a file: BaseModel.serialize() dict
+    "torchaudio-convtasnet": _peer(convert.from_torchaudio_convtasnet),  # a state-dict file
+    "openunmix": _peer(convert.from_openunmix),  # a folder of <target>.pth (+ .json)
+}
+
+
+def detect(path: str | Path) -> str:
+    """The format of a model on disk."""
+    path = Path(path)
+    if path.is_dir():
+        return "zoo" if (path / CONFIG).is_file() else "openunmix"
+    if not path.is_file():
+        raise convert.ConversionError(f"{path} does not exist")
+    ckpt = convert.load_checkpoint(path)
+    if "model_name" in ckpt:
+        return "asteroid"
+    if any(k.startswith("mask_generator.") for k in ckpt.get("state_dict", ckpt)):
+        return "torchaudio-convtasnet"
+    raise convert.ConversionError(
+        f"{path}: not a checkpoint format the zoo knows ({', '.join(FORMATS)})"
+    )
+
+
+def load_format(fmt: str, path: str | Path, **args) -> tuple[Backbone, dict]:
+    """Load ``path`` in format ``fmt`` (a key of :data:`FORMATS`)."""
+    if fmt not in FORMATS:
+        raise convert.ConversionError(f"unknown model format {fmt!r}: known {', '.join(FORMATS)}")
+    return FORMATS[fmt](Path(path), **args)
+
+
+def load_path(path: str | Path) -> tuple[Backbone, dict]:
+    """Load whatever model is at ``path`` (its format recognised)."""
+    return load_format(detect(path), path)
