@@ -10,6 +10,8 @@ DATA ?=
 GPUS ?= 0
 NODES ?= 1
 ARGS ?=
+RESUME ?=
+FRESH ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
@@ -57,8 +59,8 @@ test-slow: install ## Run the slow tests too
 lint: install ## ruff
 	$(VENV)/bin/ruff check zoo tests benchmarks
 
-recipe: install ## Run a recipe (zoo/recipes/NAME.yaml): make recipe NAME=libri2mix_mixit [DATA=/path/Libri2Mix] [GPUS=n] [NODES=m] [ARGS="--trainer.max_epochs=3"]
-	$(VENV)/bin/zoo recipe $(NAME) $(if $(DATA),--data $(DATA)) --gpus $(GPUS) --nodes $(NODES) $(ARGS)
+recipe: install ## Run a recipe (zoo/recipes/NAME.yaml): make recipe NAME=libri2mix_mixit [DATA=/path/Libri2Mix] [GPUS=n] [NODES=m] [RESUME=1 | FRESH=1] [ARGS="--trainer.max_epochs=3"]
+	$(VENV)/bin/zoo recipe $(NAME) $(if $(DATA),--data $(DATA)) --gpus $(GPUS) --nodes $(NODES) $(if $(RESUME),--resume) $(if $(FRESH),--fresh) $(ARGS)
 
 recipes: install ## List the recipes
 	@$(VENV)/bin/zoo recipes

@@ -69,7 +69,7 @@ COMMANDS: dict[str, tuple[str, Callable | None, dict, bool]] = {
     "leaderboard": ("zoo.run.leaderboard:write_leaderboard", _show_lines, {"out": ["-o"]}, False),
 }
 LIGHTNING = ("fit", "validate", "test", "predict")
-HIDDEN = {"mini_root_dir", "quiet", "cache_dir"}  # for Python callers only
+HIDDEN = {"quiet", "cache_dir"}  # for Python callers only
 
 
 def _function(cmd: str) -> Callable:
@@ -184,8 +184,13 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["ZOO_DATA_DIR"] = data_dir
     if COMMANDS[cmd][3]:
         kwargs["overrides"] = extra
+    from .run.checkpoints import Interrupted
+
     try:
         out = fn(**kwargs)
+    except Interrupted as exc:  # SIGTERM: a checkpoint was saved; 128 + 15, as a killed process
+        print(f"zoo {cmd}: {exc}", file=sys.stderr)
+        return 143
     except USER_ERRORS as exc:
         if debug:
             raise

@@ -134,6 +134,7 @@ class SeparationSystem(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         self._check_data()
+
     def _training_mixtures(self) -> Iterator[Tensor]:
         """Mixtures of the first ``input_stats_batches`` training batches (read lazily: a
         backbone without input statistics never starts the loader)."""

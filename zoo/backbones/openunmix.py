@@ -29,8 +29,10 @@ __all__ = [
 
 def bandwidth_to_max_bin(sample_rate: float, n_fft: int, bandwidth: float) -> int:
     """Number of STFT bins up to ``bandwidth`` Hz (inclusive), as Open-Unmix counts them."""
-    freqs = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)
-    return int(torch.max(torch.where(freqs <= bandwidth)[0])) + 1
+    import numpy as np  # not torch: this runs in __init__, also under torch.device("meta")
+
+    freqs = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
+    return int(np.max(np.where(freqs <= bandwidth)[0])) + 1
 
 
 class OpenUnmixTarget(nn.Module):

@@ -50,6 +50,10 @@ def load_audio(
                 raise AudioError(
                     f"{path}{where}: sample rate is {f.samplerate} Hz, expected {sample_rate} Hz"
                 )
+            if start > f.frames:
+                raise AudioError(
+                    f"{path}{where}: has {f.frames} samples, cannot read from sample {start}"
+                )
             if start:
                 f.seek(start)
             frames = -1 if stop is None else stop - start

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .audio import read_audio
+from .audio import AudioError, read_audio
 from .base import SeparationData
 from .loading import EvalSampler, item_rng, train_loader
 
@@ -62,6 +62,13 @@ def metadata_path(root: Path, sample_rate: int, mode: str, subset: str, task: st
             raise DatasetNotFoundError(
                 f"Libri2Mix root not found: expected a folder at {root}; {hint}"
             )
+        rates = sorted(p.name for p in root.glob("wav*k") if p.is_dir())
+        if rates and not base.parent.is_dir():
+            raise DatasetNotFoundError(
+                f"{root} has {', '.join(rates)} but no wav{sample_rate // 1000}k: the data are "
+                f"read at the model's rate, {sample_rate} Hz; use a model trained at that rate, "
+                "or generate that rate with the LibriMix scripts"
+            )
         raise DatasetNotFoundError(f"Libri2Mix metadata not found: expected {csv_path}; {hint}")
     return csv_path
 
@@ -106,9 +113,18 @@ class Libri2MixDataset(Dataset):
             if missing:
                 raise ValueError(f"{self.csv_path}: missing columns {sorted(missing)}")
             rows = list(reader)
+        for line, r in enumerate(rows, start=2):  # line 1 is the header
+            r["_line"] = line
+            try:
+                r["length"] = int(r["length"])
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"{self.csv_path}: row {line}, column length: {r['length']!r} is not a whole "
+                    "number of samples"
+                ) from None
         self.seg_len = None if segment is None else int(round(segment * sample_rate))
         if self.seg_len is not None:
-            kept = [r for r in rows if int(r["length"]) >= self.seg_len]
+            kept = [r for r in rows if r["length"] >= self.seg_len]
             if not kept:
                 raise ValueError(
                     f"{self.csv_path}: no utterance is as long as the {segment} s segment"
@@ -142,7 +158,7 @@ class Libri2MixDataset(Dataset):
     def _span(self, idx: int, rng: random.Random | None) -> tuple[int, int | None]:
         if self.seg_len is None:
             return 0, None
-        length = int(self.rows[idx]["length"])
+        length = self.rows[idx]["length"]
         start = 0
         if self.random_segments:
             start = (rng or random).randint(0, length - self.seg_len)
@@ -150,10 +166,17 @@ class Libri2MixDataset(Dataset):
 
     def read(self, idx: int, column: str, start: int = 0, stop: int | None = None) -> torch.Tensor:
         row = self.rows[idx]
-        ctx = f"{self.csv_path.name} row {idx + 2}, column {column}"
-        x = read_audio(self.resolve(row[column]), self.sample_rate, start, stop, context=ctx)
-        if stop is not None and x.shape[-1] < stop - start:
-            raise ValueError(f"{row[column]} ({ctx}) is shorter than its length {row['length']}")
+        ctx = f"{self.csv_path} row {row['_line']}, column {column}"
+        path = self.resolve(row[column])
+        x = read_audio(path, self.sample_rate, start, stop, context=ctx)
+        if x.shape[0] != 1:
+            raise AudioError(f"{path} ({ctx}): {x.shape[0]} channels; Libri2Mix files are mono")
+        want = (stop - start) if stop is not None else row["length"] - start
+        if x.shape[-1] != want:
+            raise AudioError(
+                f"{path} ({ctx}): {start + x.shape[-1]} samples, but the CSV's length column "
+                f"says {row['length']}: the file is truncated or the CSV is out of date"
+            )
         return x
 
     def read_mixture(self, idx: int, rng: random.Random | None = None) -> torch.Tensor:

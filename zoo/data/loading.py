@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-__all__ = ["EvalSampler", "item_rng", "train_loader"]
+__all__ = ["EvalSampler", "item_rng", "reseed_item_rng", "train_loader"]
 
 _PROCESS_RNG: dict[int, random.Random] = {}
 
@@ -34,6 +34,13 @@ def item_rng() -> random.Random:
         _PROCESS_RNG.clear()
         _PROCESS_RNG[pid] = random.Random(int(seed[0]) << 64 | int(seed[1]))
     return random.Random(_PROCESS_RNG[pid].getrandbits(64))
+
+
+def reseed_item_rng(seed: int) -> None:
+    """Restart this process's item generator from ``seed`` (resumable runs re-seed it at each
+    checkpoint; loader workers started later derive their own from torch's seed as before)."""
+    _PROCESS_RNG.clear()
+    _PROCESS_RNG[os.getpid()] = random.Random(seed)
 
 
 def train_loader(dataset: Dataset, batch_size: int, num_workers: int) -> DataLoader:

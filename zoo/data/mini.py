@@ -22,15 +22,68 @@ import soundfile as sf
 
 from .synth import random_speaker, synth_noise, synth_utterance
 
-__all__ = ["MiniSpec", "prepare_libri2mix_mini", "is_mini_dataset", "MIX_TYPES"]
+__all__ = [
+    "MIX_TYPES",
+    "MiniSpec",
+    "NotOursError",
+    "claim_root",
+    "is_mini_dataset",
+    "prepare_libri2mix_mini",
+]
 
 MIX_TYPES = ("mix_clean", "mix_both", "mix_single")
-MARKER = ".zoo-mini.json"
+MARKER = ".zoo-mini.json"  # written last: a complete set, and its spec
+PARTIAL = ".zoo-mini.partial"  # written first: the files here are ours, the set is not complete
+
+
+class NotOursError(FileExistsError):
+    """A folder the mini-set writer did not write: it is never written into or deleted."""
 
 
 def is_mini_dataset(root: str | Path) -> bool:
     """Whether ``root`` holds a built-in mini set (results on it are labelled ``mini``)."""
     return (Path(root) / MARKER).is_file()
+
+
+def claim_root(root: Path, spec: dict, ours: list[str], force: bool) -> bool:
+    """Decide whether a mini set may be (re)written at ``root``.
+
+    Returns ``True`` when a complete set with this ``spec`` is already there (reuse it). A set
+    this tool wrote (marker or partial marker) is rebuilt by deleting only the paths it writes
+    (``ours``, relative to ``root``). A folder it did not write is refused when it is not empty,
+    unless ``force``; even then, paths of ``ours`` that exist there are never replaced.
+    """
+    marker, partial = root / MARKER, root / PARTIAL
+    if marker.is_file() and not force:
+        try:
+            held = json.loads(marker.read_text())
+        except json.JSONDecodeError:
+            held = None
+        if held == spec or (isinstance(held, dict) and held.get("spec") == spec):
+            return True
+    if marker.is_file() or partial.is_file():  # ours: delete what we wrote, and only that
+        for rel in ours:
+            path = root / rel
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+        marker.unlink(missing_ok=True)
+    elif root.exists() and any(root.iterdir()):
+        taken = [rel for rel in ours if (root / rel).exists()]
+        if not force or taken:
+            why = (
+                f"it already has {', '.join(taken)}, which would be replaced"
+                if taken
+                else "pass --force to add the mini set next to what is there (nothing is deleted)"
+            )
+            raise NotOursError(
+                f"{root} is not empty and holds no mini set written by zoo (no {MARKER}): "
+                f"choose an empty or new folder for --root; {why}"
+            )
+    root.mkdir(parents=True, exist_ok=True)
+    partial.write_text(json.dumps(spec))
+    return False
 
 
 @dataclass(frozen=True)
@@ -142,21 +195,15 @@ def prepare_libri2mix_mini(
     """Write the mini Libri2Mix under ``root`` (the ``Libri2Mix`` folder) unless already there.
 
     Returns ``root``. A marker file written last records the spec: a complete set with the same
-    spec is reused, anything else (an interrupted run, another spec) is rebuilt.
+    spec is reused, a set this tool wrote with another spec (or an interrupted one) is rebuilt,
+    and a folder it did not write is refused (:func:`claim_root`).
     """
     spec = spec or MiniSpec()
     root = Path(root)
-    marker = root / MARKER
-    if not force and marker.is_file():
-        try:
-            if json.loads(marker.read_text()) == asdict(spec):
-                return root
-        except json.JSONDecodeError:
-            pass
-    base = root / f"wav{spec.sample_rate // 1000}k" / spec.mode
-    if base.exists():
-        shutil.rmtree(base)
-    marker.unlink(missing_ok=True)
+    rel = f"wav{spec.sample_rate // 1000}k/{spec.mode}"
+    if claim_root(root, asdict(spec), [rel], force):
+        return root
+    base = root / rel
     rng = np.random.default_rng(spec.seed)
     first = 1
     for subset, n_mix, n_spk in (
@@ -167,5 +214,6 @@ def prepare_libri2mix_mini(
         sub_rng = np.random.default_rng(rng.integers(2**32))
         _write_subset(base, subset, n_mix, first, n_spk, spec, sub_rng)
         first += n_spk
-    marker.write_text(json.dumps(asdict(spec), indent=1))
+    (root / MARKER).write_text(json.dumps(asdict(spec), indent=1))
+    (root / PARTIAL).unlink()
     return root

@@ -21,7 +21,6 @@ own (``mini_setup.yaml``: musdb's with the mini validation tracks), which the da
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,7 +29,7 @@ import soundfile as sf
 import yaml
 from scipy.signal import butter, sosfilt
 
-from .mini import MARKER, pcm16
+from .mini import MARKER, PARTIAL, claim_root, pcm16
 
 __all__ = ["MusdbMiniSpec", "prepare_musdb18_mini", "render_track", "SOURCES", "SETUP_FILE"]
 
@@ -235,17 +234,8 @@ def prepare_musdb18_mini(
     there. Returns ``root``."""
     spec = spec or MusdbMiniSpec()
     root = Path(root)
-    marker = root / MARKER
-    if not force and marker.is_file():
-        try:
-            if json.loads(marker.read_text()).get("spec") == asdict(spec):
-                return root
-        except json.JSONDecodeError:
-            pass
-    for sub in ("train", "test"):
-        if (root / sub).exists():
-            shutil.rmtree(root / sub)
-    marker.unlink(missing_ok=True)
+    if claim_root(root, asdict(spec), ["train", "test", SETUP_FILE], force):
+        return root
     rng = np.random.default_rng(spec.seed)
     names = {"train": [], "test": []}
     for subset, count in (("train", spec.n_train), ("test", spec.n_test)):
@@ -259,7 +249,8 @@ def prepare_musdb18_mini(
     setup["validation_tracks"] = valid
     (root / SETUP_FILE).write_text(yaml.safe_dump(setup, sort_keys=False))
     info = {"spec": asdict(spec), "tracks": names, "valid": valid, "stempeg_example": example}
-    marker.write_text(json.dumps(info, indent=1))
+    (root / MARKER).write_text(json.dumps(info, indent=1))
+    (root / PARTIAL).unlink()
     return root
 
 

@@ -84,6 +84,8 @@ class Separator(nn.Module):
             piece = piece[..., : max(0, length - done)]
             if piece.shape[0] == 1 and channels > 1:
                 piece = piece.expand(channels, -1)
+            elif piece.shape[0] > 1 and channels == 1:  # a mono input given to a stereo model
+                piece = piece.mean(0, keepdim=True)
             done += piece.shape[-1]
             yield piece
         if done < length:

@@ -86,13 +86,29 @@ TORCHAUDIO_CONVTASNET = [
 
 def load_checkpoint(path_or_obj) -> dict:
     """A peer's ``torch.save`` file with ``weights_only=True`` (no code is unpickled); the one
-    class Asteroid packages need besides tensors, ``TorchVersion``, is allowed by name."""
+    class Asteroid packages need besides tensors, ``TorchVersion``, is allowed by name. A file
+    that holds anything else is refused with a message that names it."""
     if isinstance(path_or_obj, dict):
         return path_or_obj
+    import pickle
+
     from torch.torch_version import TorchVersion
 
-    with torch.serialization.safe_globals([TorchVersion]):
-        return torch.load(Path(path_or_obj), map_location="cpu", weights_only=True)
+    path = Path(path_or_obj)
+    try:
+        with torch.serialization.safe_globals([TorchVersion]):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else ""
+        raise ConversionError(
+            f"{path}: refused: it holds Python objects, not only tensors ({first}); loading "
+            "it could run code, so the zoo only reads weight files (state dicts)"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise ConversionError(f"{path}: not a readable torch checkpoint ({exc})") from None
+    if not isinstance(obj, dict):
+        raise ConversionError(f"{path}: holds a {type(obj).__name__}, not a dict of weights")
+    return obj
 
 
 def from_asteroid(path_or_pkg) -> tuple[nn.Module, dict]:
@@ -256,7 +272,7 @@ def from_openunmix(
     states = {}
     for t in targets:
         path = _openunmix_target_file(folder, t)
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_checkpoint(path)
         states[t] = {k: v for k, v in state.items() if not _OPENUNMIX_NON_WEIGHTS.match(k)}
     first = states[targets[0]]
     try:

@@ -108,24 +108,79 @@ def export_model(
     return out
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a zoo config.json is a few KB; a larger one is refused unread
+
+
+def _weights_shapes(w_path: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes from the safetensors header (no tensor is read)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(w_path), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as exc:  # safetensors' own error types
+        raise ModelFormatError(f"{w_path}: not a readable safetensors file ({exc})") from exc
+
+
+def _check_against_weights(bb: dict, cfg_path: Path, shapes: dict) -> None:
+    """Build the backbone on the meta device (nothing allocated) and compare its tensors with
+    the weights file's, so a config that asks for a huge or different network fails first."""
+    import torch
+
+    with torch.device("meta"):
+        meta = build_backbone(bb["class_path"], bb["init_args"])
+    want = {k: tuple(v.shape) for k, v in meta.state_dict().items()}
+    if want != shapes:
+        diff = sorted(set(want) ^ set(shapes)) or [k for k in want if want[k] != shapes[k]]
+        k = diff[0]
+        raise ModelFormatError(
+            f"{cfg_path}: the network it describes does not match the weights: {k} is "
+            f"{want.get(k, 'absent')} in the config's network and {shapes.get(k, 'absent')} in "
+            f"the weights ({len(diff)} tensor(s) differ)"
+        )
+
+
 def load_backbone(path: str | Path) -> tuple[Backbone, dict]:
-    """Rebuild the backbone stored in a zoo model folder; returns ``(backbone, config)``."""
+    """Rebuild the backbone stored in a zoo model folder; returns ``(backbone, config)``.
+
+    Checked before anything large is allocated: the config's size, its JSON and fields, the
+    weights' sha256, the classes allowed, and the network's tensor shapes against the weights
+    file's header; then the weights load with ``strict=True``.
+    """
     path = Path(path)
     cfg_path, w_path = path / CONFIG, path / WEIGHTS
     for p in (cfg_path, w_path):
         if not p.is_file():
             raise ModelFormatError(f"not a zoo model folder: {p} is missing")
+    if cfg_path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ModelFormatError(
+            f"{cfg_path}: {cfg_path.stat().st_size} bytes, more than a zoo config holds "
+            f"({MAX_CONFIG_BYTES}); refused unread"
+        )
     try:
         config = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelFormatError(f"{cfg_path}: invalid JSON ({exc})") from exc
-    if config.get("format") != FORMAT:
-        raise ModelFormatError(f"{cfg_path}: format {config.get('format')!r}, expected {FORMAT!r}")
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        found = config.get("format") if isinstance(config, dict) else type(config).__name__
+        raise ModelFormatError(f"{cfg_path}: format {found!r}, expected {FORMAT!r}")
+    bb = config.get("backbone")
+    if not (isinstance(bb, dict) and isinstance(bb.get("init_args", {}), dict)):
+        raise ModelFormatError(
+            f'{cfg_path}: \'backbone\' must be {{"class_path": ..., "init_args": {{...}}}}'
+        )
+    bb = {"class_path": bb.get("class_path"), "init_args": bb.get("init_args") or {}}
     expected = config.get("weights_sha256")
     if expected and sha256_file(w_path) != expected:
         raise ModelFormatError(f"{w_path}: sha256 does not match the one in {cfg_path}")
-    bb = config["backbone"]
-    model = build_backbone(bb["class_path"], bb.get("init_args", {}))
+    try:
+        _check_against_weights(bb, cfg_path, _weights_shapes(w_path))
+        model = build_backbone(bb["class_path"], bb["init_args"])
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ModelFormatError):
+            raise
+        why = f"backbone.init_args do not build a model ({exc})"
+        raise ModelFormatError(f"{cfg_path}: {why}") from exc
     model.load_state_dict(load_file(str(w_path)), strict=True)
     return model.eval(), config
 

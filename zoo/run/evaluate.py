@@ -80,22 +80,31 @@ def test_with_recipe(
             )
         overrides.append(f"--data.init_args.targets={json.dumps(list(sources))}")
     run = resolve(recipe, data, overrides=overrides, out=out, recipes=recipes)
-    cli = instantiate(run, backbone_config)
-    system = cli.model
-    if state is not None:
-        system.backbone.load_state_dict(state, strict=True)
-    system.report_sdr = (not system.bss_eval) if sdr is None else sdr
-    writer = ResultsWriter(str(run.out), recipe=run.recipe.name, extra=extra)
-    trainer = L.Trainer(
-        accelerator="auto",
-        devices=1,
-        logger=False,
-        callbacks=[writer],
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.test(system, datamodule=cli.datamodule, verbose=False)
+    run.folder.acquire()
+    try:
+        if run.folder.unfinished():  # a crashed evaluation's files: kept in the archive
+            run.folder.archive_unfinished()
+        cli = instantiate(run, backbone_config)
+        system = cli.model
+        if state is not None:
+            system.backbone.load_state_dict(state, strict=True)
+        system.report_sdr = (not system.bss_eval) if sdr is None else sdr
+        writer = ResultsWriter(str(run.dir), recipe=run.recipe.name, extra=extra)
+        trainer = L.Trainer(
+            accelerator="auto",
+            devices=1,
+            logger=False,
+            callbacks=[writer],
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+        trainer.test(system, datamodule=cli.datamodule, verbose=False)
+        previous = run.folder.commit()
+    finally:
+        run.folder.release()
+    if previous:
+        print(f"[zoo] the previous results in {run.out} moved to {previous}", flush=True)
     return read_results(run.out)
 
 

@@ -18,8 +18,12 @@ def export_checkpoint(
     The backbone's class and arguments come from the LightningCLI ``config.yaml`` saved next to
     the run (``<version>/config.yaml`` for ``<version>/checkpoints/x.ckpt``) unless ``config`` names
     one. The checkpoint is read with ``torch.load(weights_only=True)``: no code is unpickled.
+
+    Args:
+        ckpt: a Lightning checkpoint of a run (``.../checkpoints/best-*.ckpt``).
+        out_dir: the zoo model folder to write.
+        config: the run's LightningCLI ``config.yaml`` (default: found next to the checkpoint).
     """
-    import torch
 
     from ..hub.format import build_backbone, export_model
     from .results import git_sha
@@ -38,7 +42,12 @@ def export_checkpoint(
     except (KeyError, TypeError) as exc:
         raise ValueError(f"{cfg_path} has no model.backbone section") from exc
     backbone = build_backbone(bb["class_path"], bb.get("init_args") or {})
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    from ..hub.convert import load_checkpoint
+
+    saved = load_checkpoint(ckpt)  # weights_only: no code is unpickled
+    if "state_dict" not in saved:
+        raise ValueError(f"{ckpt}: not a Lightning checkpoint (no state_dict)")
+    state = saved["state_dict"]
     prefix = "backbone."
     backbone.load_state_dict(
         {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}, strict=True

@@ -31,6 +31,16 @@ class ZooCLI(LightningCLI):
             "model.backbone.sample_rate", "data.init_args.sample_rate", apply_on="instantiate"
         )
 
+    def instantiate_trainer(self, **kwargs):
+        """The trainer, made resumable: atomic checkpoint writes, random state restored on
+        resume, a checkpoint on SIGTERM (:mod:`zoo.run.checkpoints`)."""
+        from .checkpoints import AtomicCheckpointIO, ResumableRandomState, SaveOnSigterm
+
+        trainer = super().instantiate_trainer(**kwargs)
+        trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        trainer.callbacks += [ResumableRandomState(), SaveOnSigterm()]
+        return trainer
+
 
 def build(args: list[str]) -> ZooCLI:
     """Parse and instantiate (model, datamodule, trainer) without running anything."""

@@ -1,11 +1,38 @@
-"""``zoo separate``: audio files of any length through a loadable model."""
+"""``zoo separate``: audio files of any length through a loadable model.
+
+Everything that can be checked is checked before anything is separated: every input is a
+readable, non-empty audio file, no two inputs would write the same output file, the output
+folder can be written, existing outputs are kept unless ``--overwrite``, and each input's
+channels fit the model. Outputs are written to temporary files renamed into place; a failure
+removes the partial file.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-__all__ = ["separate_file"]
+__all__ = ["SeparateError", "separate_file"]
+
+
+class SeparateError(ValueError):
+    """An input or output that cannot be used as it is."""
+
+
+def _channel_plan(model_channels: int | None, channels: int, path: Path) -> str:
+    """How an input's channels map to the model's, in words; refuses what does not fit."""
+    if model_channels is None:
+        return f"{channels} channel(s), each separated on its own"
+    if model_channels == channels:
+        return f"{channels} channel(s), as the model takes"
+    if model_channels == 1:
+        return f"{channels} channels averaged to mono (the model takes 1 channel)"
+    if channels == 1:
+        return f"mono duplicated to the model's {model_channels} channels, outputs averaged to mono"
+    raise SeparateError(
+        f"{path}: {channels} channels, but the model takes {model_channels}: mix the file down "
+        f"to {model_channels} channels (or mono) first, e.g. with ffmpeg -ac {model_channels}"
+    )
 
 
 def separate_file(
@@ -39,14 +66,38 @@ def separate_file(
 
     sep = load(model, download=download)
     out = Path(out_dir)
-    written = []
+    plans, owners = [], {}
     for path in map(Path, inputs):
         if not path.is_file():
-            raise FileNotFoundError(f"input file not found: {path}")
+            raise SeparateError(f"input file not found: {path}")
+        try:
+            info = sf.info(str(path))
+        except Exception as exc:  # soundfile's own error types
+            raise SeparateError(f"cannot read audio file {path}: {exc}") from exc
+        if info.frames == 0:
+            raise SeparateError(f"{path}: holds no samples")
         targets = [out / f"{path.stem}_{name}.wav" for name in sep.sources]
-        clash = [str(t) for t in targets if t.exists()]
-        if clash and not overwrite:
-            raise FileExistsError(f"would overwrite {', '.join(clash)} (pass --overwrite)")
+        for t in targets:
+            if t in owners:
+                raise SeparateError(
+                    f"{owners[t]} and {path} would both write {t}: separate them into "
+                    "different output folders, or rename one"
+                )
+            owners[t] = path
+        plans.append((path, targets, _channel_plan(sep.audio_channels, info.channels, path)))
+    if out.exists() and not out.is_dir():
+        raise SeparateError(f"output folder {out} is a file")
+    existing = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise SeparateError(f"cannot write into {existing}: choose another output folder with -o")
+    clash = [str(t) for t in owners if t.exists()]
+    if clash and not overwrite:
+        raise SeparateError(f"would overwrite {', '.join(clash)} (pass --overwrite)")
+
+    written = []
+    for path, targets, plan in plans:
+        if not quiet:
+            print(f"[zoo] {path}: {plan}", flush=True)
         wav, sr = load_audio(path)  # (C, T); names the file if unreadable or non-finite
         n_channels, n_frames = wav.shape
         bar = tqdm(total=n_frames, unit="sample", unit_scale=True, desc=path.name, disable=quiet)
@@ -61,10 +112,14 @@ def separate_file(
         bar.close()
         out.mkdir(parents=True, exist_ok=True)
         for target, e in zip(targets, est, strict=True):
-            tmp = target.with_suffix(".part.wav")
-            with sf.SoundFile(str(tmp), "w", sr, n_channels, subtype="FLOAT") as f:
-                for piece in sep.restore(e, sr, n_frames, n_channels):  # block by block
-                    f.write(piece.T.contiguous().numpy())
-            os.replace(tmp, target)
+            tmp = target.with_name(f".{target.stem}.part.wav")
+            try:
+                with sf.SoundFile(str(tmp), "w", sr, n_channels, subtype="FLOAT") as f:
+                    for piece in sep.restore(e, sr, n_frames, n_channels):  # block by block
+                        f.write(piece.T.contiguous().numpy())
+                os.replace(tmp, target)
+            except BaseException:
+                tmp.unlink(missing_ok=True)  # never leave a partial output behind
+                raise
             written.append(target)
     return written

@@ -102,7 +102,8 @@ def test_csv_row_pointing_at_missing_file_names_it(tiny_libri2mix, tmp_path):
     (root / "wav8k/min/test/s2" / (ds.rows[1]["mixture_ID"] + ".wav")).unlink()
     for r in ds.rows:  # make CSV paths point into the copy
         for k in r:
-            r[k] = r[k].replace(str(tiny_libri2mix), str(root))
+            if isinstance(r[k], str):
+                r[k] = r[k].replace(str(tiny_libri2mix), str(root))
     with pytest.raises(AudioError) as err:
         ds[1]
     assert ds.rows[1]["mixture_ID"] + ".wav" in str(err.value)
@@ -191,3 +192,58 @@ def test_test_split_and_limit_select_the_items(tiny_libri2mix, tmp_path):
     empty = Libri2MixDataModule(str(root))
     with pytest.raises(ValueError, match="mixture_test_mix_clean.csv: no test items"):
         empty.setup("test")
+
+
+def _copy(tiny_libri2mix, tmp_path):
+    root = tmp_path / "Libri2Mix"
+    shutil.copytree(tiny_libri2mix, root)
+    ds = Libri2MixDataset(root, "test")
+    for r in ds.rows:  # the CSVs' absolute paths: into the copy
+        for k in r:
+            if isinstance(r[k], str):
+                r[k] = r[k].replace(str(tiny_libri2mix), str(root))
+    return root, ds
+
+
+def test_bad_files_are_named_with_their_csv_row(tiny_libri2mix, tmp_path):
+    root, ds = _copy(tiny_libri2mix, tmp_path)
+    mix_id = ds.rows[0]["mixture_ID"]
+    s1 = root / "wav8k/min/test/s1" / f"{mix_id}.wav"
+    n = sf.info(str(s1)).frames
+    sf.write(s1, np.zeros((n, 2), dtype=np.float32), 8000, subtype="PCM_16")  # stereo
+    with pytest.raises(AudioError, match=rf"{mix_id}\.wav .*row 2, column source_1_path.*mono"):
+        ds[0]
+    sf.write(s1, np.zeros(n - 100, dtype=np.float32), 8000, subtype="PCM_16")  # shorter
+    with pytest.raises(AudioError, match=rf"{n - 100} samples, but the CSV's length .* {n}"):
+        ds[0]
+    sf.write(s1, np.zeros(0, dtype=np.float32), 8000, subtype="PCM_16")  # no frames at all
+    with pytest.raises(AudioError, match=rf"{mix_id}\.wav"):
+        ds[0]
+    s1.write_bytes(s1.read_bytes()[:30])  # truncated header
+    with pytest.raises(AudioError, match=rf"cannot read audio file .*{mix_id}\.wav"):
+        ds[0]
+    seg = Libri2MixDataset(root, "test", segment=0.5)
+    seg.rows = ds.rows
+    seg.seg_len = 4000
+    with pytest.raises(AudioError, match=rf"{mix_id}\.wav.*row 2"):
+        seg[0]
+
+
+def test_a_length_that_is_not_a_number_names_the_csv_row(tiny_libri2mix, tmp_path):
+    root, _ = _copy(tiny_libri2mix, tmp_path)
+    csv_path = root / "wav8k/min/metadata/mixture_test_mix_clean.csv"
+    rows = list(csv.DictReader(open(csv_path)))
+    rows[2]["length"] = "12.5k"
+    with open(csv_path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    with pytest.raises(
+        ValueError, match=r"mixture_test_mix_clean.csv: row 4, column length: '12.5k'"
+    ):
+        Libri2MixDataset(root, "test")
+
+
+def test_a_rate_the_dataset_does_not_have_says_so(tiny_libri2mix):
+    with pytest.raises(DatasetNotFoundError, match="has wav8k but no wav16k: the data are read"):
+        Libri2MixDataset(tiny_libri2mix, "test", sample_rate=16000)

@@ -139,3 +139,63 @@ def test_torchaudio_convtasnet_converts_exactly(length, tmp_path):
         assert (model(x)[:, :, 0] - peer(x)).abs().max() <= 1e-4
     with pytest.raises(ConversionError, match="6 conv blocks"):
         from_torchaudio_convtasnet(tmp_path / "ta.pt")  # 8 x 3 does not fit
+
+
+def _export(tmp_path, name="m", **kw):
+    args = {**TINY_CONVTASNET, **kw}
+    model = ConvTasNet(**args)
+    return export_model(
+        model, {"class_path": "zoo.backbones.ConvTasNet", "init_args": args}, tmp_path / name
+    )
+
+
+def _edit_config(folder, **changes):
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg.update(changes)
+    (folder / "config.json").write_text(json.dumps(cfg))
+
+
+def test_broken_model_folders_are_named_and_refused_early(tmp_path):
+    folder = _export(tmp_path)
+    # a config asking for a far bigger network than its weights: refused before it is built
+    bb = json.loads((folder / "config.json").read_text())["backbone"]
+    huge = {**bb, "init_args": {**bb["init_args"], "n_filters": 200_000, "hid_chan": 100_000}}
+    _edit_config(folder, backbone=huge)
+    with pytest.raises(ModelFormatError, match=r"config.json: the network it describes does not"):
+        load_backbone(folder)
+    _edit_config(folder, backbone={**bb, "init_args": {**bb["init_args"], "colour": "red"}})
+    with pytest.raises(ModelFormatError, match=r"init_args do not build a model .*colour"):
+        load_backbone(folder)
+    _edit_config(folder, backbone="ConvTasNet")
+    with pytest.raises(ModelFormatError, match=r"'backbone' must be"):
+        load_backbone(folder)
+    (folder / "config.json").write_text("{" + " " * (2 << 20) + "}")
+    with pytest.raises(ModelFormatError, match="refused unread"):
+        load_backbone(folder)
+    corrupt = _export(tmp_path, "c")
+    (corrupt / "model.safetensors").write_bytes(b"\x00" * 64)
+    _edit_config(corrupt, weights_sha256=None)
+    with pytest.raises(ModelFormatError, match=r"model.safetensors: not a readable safetensors"):
+        load_backbone(corrupt)
+
+
+def test_a_pickle_with_code_is_refused_with_a_message_not_a_traceback(tmp_path, capsys):
+    import pickle
+
+    import zoo.hub.convert as convert
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    path = tmp_path / "evil.pth"
+    with open(path, "wb") as f:
+        pickle.dump({"state_dict": Evil()}, f)
+    with pytest.raises(ConversionError, match=r"evil.pth: refused: it holds Python objects"):
+        convert.load_checkpoint(path)
+    from zoo.cli import main
+
+    assert main(["separate", str(path), str(path), "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr()
+    assert "pwned" not in err.out and "weights_only=False" not in err.err
+    assert len(err.err.strip().splitlines()) == 1
