@@ -80,8 +80,8 @@ bench: bench-install ## Run the benchmarks against the peers, write BENCHMARKS.m
 		$(PY) benchmarks/run.py --out BENCHMARKS.md
 
 ORACLE_RECIPE ?= libri2mix_pit
-oracle: install ## Oracle-mask reference rows (IBM, IRM, Wiener-like, mixture) through a recipe's test: mini Libri2Mix + MUSDB18, or [DATA= ORACLE_RECIPE=]
-	$(if $(DATA),$(VENV)/bin/zoo oracle $(ORACLE_RECIPE) --data $(DATA),$(VENV)/bin/zoo oracle libri2mix_pit && $(VENV)/bin/zoo oracle musdb18_umx --n-fft 4096 --hop 1024)
+oracle: install ## Oracle-mask reference rows (IBM, IRM, Wiener-like, mixture; AudioSlots' 0.5 s clips) through a recipe's test: mini Libri2Mix + MUSDB18, or [DATA= ORACLE_RECIPE=]
+	$(if $(DATA),$(VENV)/bin/zoo oracle $(ORACLE_RECIPE) --data $(DATA),$(VENV)/bin/zoo oracle libri2mix_pit && $(VENV)/bin/zoo oracle musdb18_umx --n-fft 4096 --hop 1024 && $(VENV)/bin/zoo oracle libri2mix_audioslots --kinds ibm wiener --chunk-seconds 0.5)
 
 leaderboard: install ## Regenerate LEADERBOARD.md (+ .csv, .png) from results/**/metrics.json
 	$(VENV)/bin/zoo leaderboard --results results -o LEADERBOARD.md

@@ -6,6 +6,13 @@ the output plus one chunk's activations, and time is linear in length (as Demucs
 Models whose outputs have no fixed order (speech separation trained with PIT or MixIT) can
 permute their outputs from one chunk to the next; with ``align=True`` each chunk's outputs are
 reordered to best match the previous chunk on their overlap (correlation, Hungarian matching).
+
+:func:`iter_chunks` and :func:`join_chunks` are the other way, the AudioSlots paper's: the
+signal cut into non-overlapping chunks (the last one zero-padded), each separated on its own
+(or with a state carried from the previous chunk), and joined end to end. How the outputs of
+consecutive chunks are put in one order is then a named protocol: blind (in the order the model
+gives, e.g. with slots carried from chunk to chunk) or oracle (matched to the references chunk by
+chunk: ``zoo.eval.metrics.oracle_stitch``).
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from torch import Tensor, nn
 
 from .matching import best_matching
 
-__all__ = ["separate_chunked"]
+__all__ = ["iter_chunks", "join_chunks", "separate_chunked"]
 
 
 def _fade_window(length: int, overlap: int, device, dtype) -> Tensor:
@@ -87,3 +94,33 @@ def separate_chunked(
         prev_tail = est[..., hop:]
         start += hop
     return out / weight.clamp_min(1e-8)
+
+
+def iter_chunks(mix: Tensor, chunk: int):
+    """Consecutive non-overlapping chunks of ``mix`` ``(..., T)``, the last one zero-padded to
+    ``chunk`` samples: yields ``(start, n_valid, piece)``."""
+    if chunk <= 0:
+        raise ValueError(f"chunk must be a positive number of samples, got {chunk}")
+    t = mix.shape[-1]
+    for start in range(0, max(t, 1), chunk):
+        piece = mix[..., start : start + chunk]
+        n = piece.shape[-1]
+        if n < chunk:
+            piece = torch.nn.functional.pad(piece, (0, chunk - n))
+        yield start, n, piece
+
+
+def join_chunks(pieces, t: int) -> Tensor:
+    """Join per-chunk outputs ``(..., chunk)`` (from :func:`iter_chunks` order) end to end into
+    ``(..., t)`` (padding dropped), filling one preallocated buffer."""
+    out = None
+    start = 0
+    for piece in pieces:
+        if out is None:
+            out = piece.new_zeros(*piece.shape[:-1], t)
+        n = min(piece.shape[-1], t - start)
+        out[..., start : start + n] = piece[..., :n]
+        start += n
+    if out is None:
+        raise ValueError("no chunks to join")
+    return out

@@ -122,3 +122,13 @@ def test_oracles_run_the_recipe_test(tiny_libri2mix, tmp_path):
     assert mixture["si_sdri"] == pytest.approx(0.0, abs=1e-4)
     assert irm["n_items"] == TINY_SPEC["n_test"] and "sdri" in irm
     assert (tmp_path / "libri2mix_pit-oracle-irm" / "metrics.json").is_file()
+
+
+def test_chunked_oracle_runs_the_same_clips_through_the_recipe_test(tiny_libri2mix, tmp_path):
+    (oracle,) = run_oracles(
+        "libri2mix_pit", str(tiny_libri2mix), ["wiener"], 256, 64, str(tmp_path), limit=2,
+        chunk_seconds=0.5,
+    )  # fmt: skip
+    assert oracle["protocol"] == "oracle" and oracle["test_protocol"] == {"chunk_seconds": 0.5}
+    assert oracle["architecture"] == "oracle WIENER, 0.5 s clips" and oracle["si_sdri"] > 5
+    assert oracle["n_items"] == 2

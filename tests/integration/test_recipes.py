@@ -67,6 +67,22 @@ def test_recipe_smoke_run_writes_results(name, tiny_libri2mix, tiny_musdb, tmp_p
         assert metrics["sdr"] == pytest.approx(
             np.mean([t["sdr"] for t in metrics["targets"].values()]), abs=1e-3
         )
+    # every row says how its estimates were ordered: blind, or oracle for reference rows
+    assert metrics["protocol"] == ("oracle" if name.endswith("_autoencoder") else "blind")
+    if name.startswith("libri2mix_audioslots") and metrics["protocol"] == "blind":
+        assert metrics["test_protocol"]["mask"] == "wiener"  # and the paper's protocol beside
+        assert np.isfinite(metrics["oracle_stitch_si_sdri"])
+        mean = sum(float(r["oracle_stitch_si_sdri"]) for r in rows) / len(rows)
+        assert metrics["oracle_stitch_si_sdri"] == pytest.approx(mean, abs=1e-4)
+    if name == "libri2mix_audioslots_carry":  # the mask changed for a test (zoo evaluate --set)
+        from zoo.run.evaluate import evaluate
+
+        ibm = evaluate(str(out / "model"), data=str(root), set=["mask=ibm"], results=tmp_path)
+        assert ibm["test_protocol"]["mask"] == "ibm" and ibm["backbone_changes"] == {"mask": "ibm"}
+        assert ibm["n_items"] == expected and ibm["si_sdri"] != metrics["si_sdri"]
+        assert (tmp_path / f"eval-{ibm['model']}-{name}-mask=ibm" / "metrics.json").is_file()
+        with pytest.raises(ValueError, match="NAME one of AudioSlots's arguments"):
+            evaluate(str(out / "model"), data=str(root), set=["maks=ibm"], results=tmp_path)
 
 
 def test_rerun_keeps_the_previous_results(tiny_libri2mix, tmp_path):

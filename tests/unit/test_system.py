@@ -1,6 +1,8 @@
 """SeparationSystem: the data/backbone agreement checked at setup, test rows returned (not
 kept), matching chosen by the backbone contract."""
 
+import csv
+
 import lightning as L
 import pytest
 import torch
@@ -70,3 +72,57 @@ def test_test_step_returns_the_rows_and_keeps_nothing(tiny_libri2mix):
     assert row["id"] == batch["id"][0] and {"si_sdr", "si_sdri", "est_for_s1"} <= set(row)
     assert out["audio_seconds"] == pytest.approx(batch["mix"].shape[-1] / 8000)
     assert sorted([row["est_for_s1"], row["est_for_s2"]]) == [0, 1]  # PIT: anonymous outputs
+
+
+class _Guarded(dict):
+    """A batch whose references must not be read."""
+
+    def __getitem__(self, key):
+        assert key not in ("sources", "ref"), f"the blind protocol read batch[{key!r}]"
+        return super().__getitem__(key)
+
+
+def test_blind_protocol_never_reads_references_and_oracle_stitch_is_labelled():
+    from zoo.backbones import AudioSlots
+
+    torch.manual_seed(0)
+    backbone = AudioSlots(
+        n_slots=3, sample_rate=8000, n_fft=128, hop=32, chunk_seconds=0.25, channels=(8, 16),
+        dim=16, heads=2, n_layers=1, decoder_hidden=16, carry=True,
+    )  # fmt: skip
+    system = SeparationSystem(backbone, PITLoss()).eval()
+    sources = torch.randn(2, 2, 1, 5000)
+    batch = {"mix": sources.sum(1), "sources": sources, "id": ["a", "b"]}
+    with torch.no_grad():
+        blind = system.separate(_Guarded(batch))  # the headline estimates: the mixture alone
+        out = system.test_step(batch, 0)
+        noise = system.test_step({**batch, "sources": torch.randn_like(sources)}, 0)
+    torch.testing.assert_close(blind, backbone(batch["mix"]))
+    row = out["rows"][0]
+    assert {"oracle_stitch_si_sdr", "oracle_stitch_si_sdri"} <= set(row)
+    assert row["oracle_stitch_si_sdr"] != row["si_sdr"]  # scored apart from the headline
+    # other references change the scores, not the blind estimates' order (est_for_*)
+    assert row["si_sdr"] != noise["rows"][0]["si_sdr"]
+
+
+def test_results_record_the_protocol(tiny_libri2mix, tmp_path):
+    from zoo.backbones import AudioSlots
+    from zoo.run.results import ResultsWriter, read_results
+
+    backbone = AudioSlots(
+        n_slots=2, sample_rate=8000, n_fft=128, hop=32, chunk_seconds=0.25, channels=(8, 16),
+        dim=16, heads=2, n_layers=1, decoder_hidden=16, mask="ibm",
+    )  # fmt: skip
+    system = SeparationSystem(backbone, PITLoss())
+    trainer = L.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[ResultsWriter(str(tmp_path))], limit_test_batches=2,
+    )  # fmt: skip
+    trainer.test(system, datamodule=Libri2MixDataModule(str(tiny_libri2mix)), verbose=False)
+    result = read_results(tmp_path)
+    assert result["protocol"] == "blind" and result["test_protocol"]["mask"] == "ibm"
+    assert result["test_protocol"]["chunk_seconds"] == 0.25
+    rows = list(csv.DictReader(open(tmp_path / "test_items.csv")))
+    assert result["oracle_stitch_si_sdri"] == pytest.approx(
+        sum(float(r["oracle_stitch_si_sdri"]) for r in rows) / len(rows)
+    )

@@ -1,7 +1,7 @@
 """Separation networks: every backbone implements :class:`Backbone` (``base.py``, the written
 contract) and maps ``(B, C, T)`` waveforms to ``(B, S, C, T)``."""
 
-from .audioslots import AudioSlots
+from .audioslots import AudioSlots, AudioSlotsAutoencoder
 from .base import Backbone, ContractError
 from .convtasnet import ConvTasNet, conv_tasnet_paper, tdcnpp_mixit
 from .metatasnet import MetaTasNet
@@ -11,6 +11,7 @@ from .unet import SpectrogramUNet
 
 __all__ = [
     "AudioSlots",
+    "AudioSlotsAutoencoder",
     "Backbone",
     "ContractError",
     "ConvTasNet",

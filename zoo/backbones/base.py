@@ -27,14 +27,25 @@ Optional hooks, with no-op defaults here:
   forward, added to the objective (Meta-TasNet). Default: ``None``.
 * ``needs_sources`` (class attribute): ``forward(mix, sources)`` takes the true sources
   (oracle baselines). Default: ``False``.
+* ``test_protocol`` (dict): how ``forward`` separates a test input (e.g. chunks and how their
+  outputs are put in one order, the mask type), recorded in ``metrics.json`` beside the
+  protocol name (``blind``: no references; ``oracle``: backbones that need the sources).
+  Default: ``{}`` (the whole input in one pass).
+* ``test_chunk`` (int samples or ``None``) and ``separate_chunks(mix)``: a backbone that
+  separates long inputs chunk by chunk yields the outputs of consecutive non-overlapping chunks
+  (the last zero-padded), so the system can also score the paper protocol that orders each
+  chunk's outputs with the references (``oracle_stitch``, always labelled). Default: ``None``
+  (no chunk protocols); ``separate_chunks`` then calls ``forward`` chunk by chunk.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import ClassVar
 
 from torch import Tensor, nn
+
+from ..inference import iter_chunks
 
 __all__ = ["Backbone", "ContractError"]
 
@@ -71,6 +82,20 @@ class Backbone(nn.Module):
 
     def auxiliary_loss(self, ref: Tensor) -> Tensor | None:
         return None
+
+    test_chunk: int | None = None
+
+    @property
+    def test_protocol(self) -> dict:
+        return {}
+
+    def separate_chunks(self, mix: Tensor) -> Iterator[Tensor]:
+        """``(B, n_src, C, test_chunk)`` outputs of consecutive non-overlapping chunks of ``mix``
+        ``(B, C, T)``; subclasses that carry a state from chunk to chunk override this."""
+        if not self.test_chunk:
+            raise ContractError(f"{type(self).__name__} has no test_chunk to cut inputs into")
+        for _, _, piece in iter_chunks(mix, self.test_chunk):
+            yield self(piece)
 
     def check_contract(self) -> None:
         """Raise :class:`ContractError` naming what is missing or inconsistent."""

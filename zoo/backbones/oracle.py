@@ -5,7 +5,9 @@ sources are known. Kinds: ``ibm`` (ideal binary mask: each bin to the loudest so
 (ideal ratio mask ``|S_j| / Σ_k |S_k|``), ``wiener`` (Wiener-like ``|S_j|² / Σ_k |S_k|²``) and
 ``mixture`` (the mixture itself as every estimate). Masks use every component of the mixture in
 the denominator (the noise too for noisy tasks), and are applied to the mixture's STFT with its
-phase. STFT: Hann window of ``n_fft`` samples, hop ``hop``.
+phase. STFT: Hann window of ``n_fft`` samples, hop ``hop``. With ``chunk_seconds`` the masks
+are computed and applied clip by clip on non-overlapping zero-padded clips joined end to end:
+the true sources through the lossy chunked pipeline of AudioSlots (its paper's oracle row).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import torch
 from torch import Tensor
 
 from ..dsp import stft
+from ..inference import iter_chunks, join_chunks
 from .base import Backbone
 
 __all__ = ["OracleMask", "oracle_estimates", "KINDS"]
@@ -70,6 +73,8 @@ class OracleMask(Backbone):
         n_src: number of sources.
         n_fft, hop: STFT of the masks (Hann window).
         sources: target names (music: scored per target); ``None``: anonymous.
+        chunk_seconds: mask clip by clip (non-overlapping clips of this length); ``None``: the
+            whole input at once.
     """
 
     needs_sources = True
@@ -82,6 +87,7 @@ class OracleMask(Backbone):
         n_fft: int = 256,
         hop: int = 64,
         sources: list[str] | None = None,
+        chunk_seconds: float | None = None,
     ):
         super().__init__()
         if kind not in KINDS:
@@ -96,13 +102,33 @@ class OracleMask(Backbone):
         self.sources = list(sources) if sources else None
         if self.sources is not None and len(self.sources) != n_src:
             raise ValueError(f"sources {self.sources} must name all n_src={n_src} outputs")
+        self.chunk_seconds = chunk_seconds
+        self.chunk = int(round(chunk_seconds * sample_rate)) if chunk_seconds else None
+        if self.chunk is not None and self.chunk < n_fft:
+            raise ValueError(
+                f"chunk_seconds={chunk_seconds} is {self.chunk} samples, shorter than n_fft={n_fft}"
+            )
         self.register_buffer("_device_anchor", torch.zeros(0), persistent=False)
 
     @property
     def architecture(self) -> str:
-        return f"oracle {self.kind.upper() if self.kind != 'mixture' else 'mixture'}"
+        name = f"oracle {self.kind.upper() if self.kind != 'mixture' else 'mixture'}"
+        return f"{name}, {self.chunk_seconds:g} s clips" if self.chunk else name
+
+    @property
+    def test_protocol(self) -> dict:
+        return {"chunk_seconds": self.chunk_seconds} if self.chunk else {}
 
     def forward(self, mix: Tensor, sources: Tensor | None = None) -> Tensor:
         if sources is None:
             raise ValueError("an oracle mask needs the true sources")
-        return oracle_estimates(mix, sources, self.kind, self.n_fft, self.hop)
+        if self.chunk is None or mix.shape[-1] <= self.chunk:
+            return oracle_estimates(mix, sources, self.kind, self.n_fft, self.hop)
+        clips = zip(iter_chunks(mix, self.chunk), iter_chunks(sources, self.chunk), strict=True)
+        return join_chunks(
+            (
+                oracle_estimates(m, s, self.kind, self.n_fft, self.hop)
+                for (_, _, m), (_, _, s) in clips
+            ),
+            mix.shape[-1],
+        )

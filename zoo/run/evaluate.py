@@ -12,7 +12,14 @@ import inspect
 import tempfile
 from pathlib import Path
 
-__all__ = ["complete_config", "evaluate", "model_name", "run_oracles", "test_with_recipe"]
+__all__ = [
+    "backbone_changes",
+    "complete_config",
+    "evaluate",
+    "model_name",
+    "run_oracles",
+    "test_with_recipe",
+]
 
 KINDS = ("ibm", "irm", "wiener", "mixture")
 
@@ -116,6 +123,26 @@ def _data_class(run) -> type:
     return getattr(importlib.import_module(module), name)
 
 
+def backbone_changes(config: dict, items: list[str]) -> dict:
+    """``NAME=VALUE`` arguments (YAML values) checked against the backbone's init arguments."""
+    import yaml
+
+    from ..hub.format import backbone_class
+
+    cls = backbone_class(config["class_path"])
+    known = [k for k in inspect.signature(cls.__init__).parameters if k != "self"]
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in known:
+            raise ValueError(
+                f"--set {item!r}: expected NAME=VALUE with NAME one of {cls.__name__}'s "
+                f"arguments ({', '.join(known)})"
+            )
+        out[key] = yaml.safe_load(value)
+    return out
+
+
 def model_name(model: str, config: dict) -> str:
     """A readable name for a loaded model: its registry name, else ``<recipe>-<sha>`` from a
     zoo folder's provenance, else the file or folder name."""
@@ -136,6 +163,7 @@ def evaluate(
     out: str | None = None,
     results: str = "results",
     download: bool = False,
+    set: list[str] | None = None,
 ) -> dict:
     """Score a separator exactly as a recipe's test stage scores its own model.
 
@@ -151,6 +179,9 @@ def evaluate(
         out: results folder (default ``<results>/eval-<model>-<recipe>``).
         results: parent of the default results folder.
         download: fetch a registered model that is not in the cache yet.
+        set: backbone arguments changed for this test, ``NAME=VALUE`` (YAML values), e.g.
+            ``mask=ibm`` for AudioSlots' binary masks; recorded in the results and the folder
+            name.
     """
     from ..eval.metrics import macs_per_second
     from ..hub.api import load
@@ -163,11 +194,17 @@ def evaluate(
             "the recipe whose test to run (`zoo recipes` lists them)"
         )
     name = model_name(model, sep.config)
+    changed = backbone_changes(sep.config["backbone"], set or [])
+    config = {**sep.config["backbone"]}
+    config["init_args"] = {**config["init_args"], **changed}
     extra = {"model": name, "macs_per_second": macs_per_second(sep.backbone)}
+    suffix = "".join(f"-{k}={v}" for k, v in changed.items())
+    if changed:
+        extra["backbone_changes"] = changed
     return test_with_recipe(
         recipe,
-        sep.config["backbone"],
-        out or Path(results) / f"eval-{name}-{Path(recipe).stem}",
+        config,
+        out or Path(results) / f"eval-{name}-{Path(recipe).stem}{suffix}",
         data,
         split,
         limit,
@@ -184,6 +221,7 @@ def run_oracles(
     hop: int = 64,
     results: str = "results",
     limit: int | None = None,
+    chunk_seconds: float | None = None,
 ) -> list[dict]:
     """Oracle-mask reference rows (IBM, IRM, Wiener-like, the mixture itself) on a recipe's
     test data and settings, into ``<results>/<recipe>-oracle-<kind>/``.
@@ -195,6 +233,8 @@ def run_oracles(
         n_fft, hop: STFT of the masks (Hann window), at the recipe's rate.
         results: parent folder of the results.
         limit: score the first N items only.
+        chunk_seconds: mask clip by clip on non-overlapping clips of this length (the chunked
+            pipeline of AudioSlots); default: whole items.
     """
     from .train import instantiate, resolve
 
@@ -212,6 +252,7 @@ def run_oracles(
                 "n_fft": n_fft,
                 "hop": hop,
                 "sources": dm.source_names,
+                "chunk_seconds": chunk_seconds,
             },
         }
         out = Path(results) / f"{Path(recipe).stem}-oracle-{kind}"

@@ -54,6 +54,22 @@ def _fmt(v, digits=2) -> str:
     return "" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))
 
 
+def _protocol(m: dict, name: str | None = None) -> str:
+    """How a row's estimates were ordered and masked: ``blind`` (the model alone), ``oracle``
+    (the true sources were read), ``oracle stitch`` (each clip's outputs matched to them)."""
+    test = m.get("test_protocol") or {}
+    parts = [name or m.get("protocol") or ("oracle" if m.get("oracle") else "blind")]
+    if test.get("chunk_seconds"):
+        parts.append(f"{test['chunk_seconds']:g} s clips")
+    if test.get("mask"):
+        parts.append(f"{test['mask']} masks")
+    return ", ".join(parts)
+
+
+def _is_reference(m: dict) -> bool:
+    return bool(m.get("oracle")) or m.get("protocol") == "oracle"
+
+
 def _target_order(name: str) -> tuple:
     order = ["vocals", "drums", "bass", "other", "accompaniment"]
     return (order.index(name) if name in order else len(order), name)
@@ -97,9 +113,9 @@ def render(rows: list[dict], plot_name: str | None = "leaderboard.png") -> str:
         targets = sorted({t for m in group for t in (m.get("targets") or {})}, key=_target_order)
         extra_head = "".join(f" {t} SDR |" for t in targets)
         lines += [
-            f"| # | model | backbone | objective | {label} |{extra_head} SI-SDR (dB) | params | "
-            "RTF | items | published (cited) |",
-            "|---:|---|---|---|---:|" + "---:|" * len(targets) + "---:|---:|---:|---:|---|",
+            f"| # | model | backbone | objective | protocol | {label} |{extra_head} SI-SDR (dB) | "
+            "params | RTF | items | published (cited) |",
+            "|---:|---|---|---|---|---:|" + "---:|" * len(targets) + "---:|---:|---:|---:|---|",
         ]
 
         def per_target(m, targets=targets):
@@ -110,30 +126,42 @@ def render(rows: list[dict], plot_name: str | None = "leaderboard.png") -> str:
         def best_first(m, key=key):
             return -(m.get(key) if m.get(key) is not None else float("-inf"))
 
-        oracle = sorted((m for m in group if m.get("oracle")), key=best_first)
-        ranked = sorted((m for m in group if not m.get("oracle")), key=best_first)
+        # a model also scored with its clips ordered by the references: a reference row of its own
+        stitched = [
+            {**m, key: m.get(f"oracle_stitch_{key}"), "si_sdr": m.get("oracle_stitch_si_sdr"),
+             "_protocol": _protocol(m, "oracle stitch")}
+            for m in group
+            if m.get(f"oracle_stitch_{key}") is not None
+        ]  # fmt: skip
+        oracle = sorted([*(m for m in group if _is_reference(m)), *stitched], key=best_first)
+        ranked = sorted((m for m in group if not _is_reference(m)), key=best_first)
         for i, m in enumerate(ranked, 1):
             backbone = (m.get("backbone") or "").rsplit(".", 1)[-1]
             pub = published.get(f"{dataset}/{task}/{m.get('architecture', backbone)}")
             cited = "" if mini or not pub else f"{pub[key]:.1f} ({pub['source']}; {pub['setup']})"
             lines.append(
                 f"| {i} | {_name(m)} | {m.get('architecture', backbone)} | {m.get('loss', '')} | "
-                f"{_fmt(m.get(key))} |{per_target(m)} {_fmt(m.get('si_sdr'))} | "
+                f"{_protocol(m)} | {_fmt(m.get(key))} |{per_target(m)} {_fmt(m.get('si_sdr'))} | "
                 f"{m.get('params', 0) / 1e6:.2f} M | {_fmt(m.get('rtf'), 3)} | "
                 f"{m.get('n_items', '')} | {cited} |"
             )
         for m in oracle:
             lines.append(
-                f"| ref | {_name(m)} | | | {_fmt(m.get(key))} |{per_target(m)} "
+                f"| ref | {_name(m)} | {m.get('architecture', '')} | "
+                f"{'' if m.get('oracle') else m.get('loss', '')} | "  # oracle masks: not trained
+                f"{m.get('_protocol') or _protocol(m)} | {_fmt(m.get(key))} |{per_target(m)} "
                 f"{_fmt(m.get('si_sdr'))} | | | {m.get('n_items', '')} | |"
             )
         lines.append("")
     lines += [
         "How to read it: each table compares models on one dataset and task with the same "
         "evaluation code; higher is better; RTF is separation time over audio duration on "
-        "the machine that ran the test (lower is faster); oracle rows are upper references "
-        "computed from the true sources. Music tables give museval's BSS Eval v4 SDR (median "
-        "over 1 s windows, then over tracks) per target and its mean over targets.",
+        "the machine that ran the test (lower is faster); `ref` rows read the true "
+        "sources (oracle masks, autoencoders of the sources, or a model's clips ordered by the "
+        "references: `oracle stitch`, the AudioSlots paper's protocol) and are references, not "
+        "separators; `blind` rows used the mixture alone. Music tables give museval's BSS "
+        "Eval v4 SDR (median over 1 s windows, then over tracks) per "
+        "target and its mean over targets.",
         "",
     ]
     return "\n".join(lines)
@@ -145,7 +173,7 @@ def plot(rows: list[dict], path: Path) -> bool:
     panels = [
         (key, pts)
         for key, group in _tables(rows).items()
-        if (pts := [m for m in group if m.get("rtf") and not m.get("oracle")])
+        if (pts := [m for m in group if m.get("rtf") and not _is_reference(m)])
     ]
     if not panels:
         return False
@@ -192,6 +220,7 @@ def write_leaderboard(results: str | Path = "results", out: str | Path = "LEADER
     """
     rows = collect(results)
     out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     png = out.with_name("leaderboard.png")
     has_plot = plot(rows, png)
     out.write_text(render(rows, png.name if has_plot else None))
@@ -202,8 +231,10 @@ def write_leaderboard(results: str | Path = "results", out: str | Path = "LEADER
         "recipe",
         "backbone",
         "loss",
+        "protocol",
         "si_sdr",
         "si_sdri",
+        "oracle_stitch_si_sdri",
         "sdr",
         "params",
         "rtf",

@@ -53,6 +53,12 @@ def read_results(out_dir: str | Path) -> dict:
     return json.loads((Path(out_dir) / "metrics.json").read_text())
 
 
+def _reference_protocols(rows: list[dict]) -> dict:
+    """Means over items of the labelled reference protocols' columns (``oracle_stitch_*``)."""
+    keys = [k for k in (rows[0] if rows else {}) if k.startswith("oracle_stitch_")]
+    return {k: sum(r[k] for r in rows) / len(rows) for k in keys}
+
+
 class ResultsWriter(L.Callback):
     """Gathers the test rows of every rank and writes ``<out_dir>/metrics.json`` and
     ``test_items.csv`` at the end of ``trainer.test`` (rank 0).
@@ -115,6 +121,10 @@ class ResultsWriter(L.Callback):
             ),
             # music: BSS Eval v4 (museval's numbers) per target and averaged over targets
             **summarize_bss(rows, pl_module.target_names(trainer.datamodule.n_src)),
+            # blind: the model's own output order; oracle: the references were used
+            "protocol": "oracle" if backbone.needs_sources else "blind",
+            **({"test_protocol": backbone.test_protocol} if backbone.test_protocol else {}),
+            **_reference_protocols(rows),
             "backbone": f"{type(backbone).__module__}.{type(backbone).__name__}",
             "architecture": backbone.architecture,
             "n_src": backbone.n_src,

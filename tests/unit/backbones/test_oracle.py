@@ -32,3 +32,22 @@ def test_masks_sum_to_the_mixture_when_noise_is_a_component():
     assert est.sum(1).pow(2).sum() < mix.pow(2).sum()
     with pytest.raises(ValueError, match="unknown oracle"):
         oracle_estimates(mix, sources, "magic")
+
+
+def test_chunked_oracle_masks_each_clip_on_its_own():
+    from zoo.backbones import OracleMask
+
+    torch.manual_seed(0)
+    sources = torch.randn(1, 2, 1, 5000)
+    mix = sources.sum(1)
+    oracle = OracleMask("wiener", 8000, 2, n_fft=128, hop=32, chunk_seconds=0.25)  # 2000 samples
+    est = oracle(mix, sources)
+    for a in (0, 2000, 4000):
+        piece = torch.nn.functional.pad(mix[..., a : a + 2000], (0, max(0, a + 2000 - 5000)))
+        src = torch.nn.functional.pad(sources[..., a : a + 2000], (0, max(0, a + 2000 - 5000)))
+        want = oracle_estimates(piece, src, "wiener", 128, 32)[..., : min(2000, 5000 - a)]
+        torch.testing.assert_close(est[..., a : a + 2000], want)
+    assert oracle.architecture == "oracle WIENER, 0.25 s clips"
+    assert not torch.allclose(est, oracle_estimates(mix, sources, "wiener", 128, 32), atol=1e-3)
+    with pytest.raises(ValueError, match="shorter than n_fft"):
+        OracleMask("ibm", 8000, 2, n_fft=256, chunk_seconds=0.01)

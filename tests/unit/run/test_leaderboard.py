@@ -22,12 +22,12 @@ def test_tables_keep_mini_apart_and_cite_published_numbers():
     assert real < mini  # real-data tables first
     real_table = md[real:mini]
     assert (
-        "| 1 | libri2mix_pit | Conv-TasNet | PITLoss | 14.20 | 14.10 | 5.05 M | 0.050 | 3000 |"
-        in real_table
+        "| 1 | libri2mix_pit | Conv-TasNet | PITLoss | blind | 14.20 | 14.10 | 5.05 M | 0.050 "
+        "| 3000 |" in real_table
     )
     assert "14.7 (Asteroid egs/librimix/ConvTasNet/README.md" in real_table  # cited, own column
     mini_table = md[mini:]
-    assert "| 1 | libri2mix_mixit | TDCN++ | MixITLoss | 1.60 |" in mini_table
+    assert "| 1 | libri2mix_mixit | TDCN++ | MixITLoss | blind | 1.60 |" in mini_table
     assert "Asteroid" not in mini_table.split("How to read it")[0]  # no published figure there
     assert "99" not in md
 
@@ -109,10 +109,42 @@ def test_music_tables_rank_by_sdr_with_per_target_columns(tmp_path):
     table = md[md.index("## MUSDB18-HQ vocals+drums+bass+other") :]
     assert "| SDR (dB) | vocals SDR | drums SDR | bass SDR | other SDR | SI-SDR (dB) |" in table
     assert (
-        "| 1 | musdb18_unet | U-Net | FixedOrderLoss | 7.25 | 7.00 | 6.00 | 7.00 | 9.00 |" in table
-    )
-    assert (
-        "| 2 | musdb18_umx | Open-Unmix | FixedOrderLoss | 6.00 | 4.50 | 5.50 | 5.50 | 8.50 |"
+        "| 1 | musdb18_unet | U-Net | FixedOrderLoss | blind | 7.25 | 7.00 | 6.00 | 7.00 | 9.00 |"
         in table
     )
-    assert "| ref | oracle-irm | | | 12.00 | 11.00 | 12.00 | 13.00 | 12.00 |" in table
+    assert (
+        "| 2 | musdb18_umx | Open-Unmix | FixedOrderLoss | blind | 6.00 | 4.50 | 5.50 | 5.50 "
+        "| 8.50 |" in table
+    )
+    assert "| ref | oracle-irm |  |  | oracle | 12.00 | 11.00 | 12.00 | 13.00 | 12.00 |" in table
+
+
+def test_reference_protocols_are_rows_of_their_own(tmp_path):
+    """A model scored with its clips ordered by the references shows that score as a labelled
+    reference row, never in its ranked row; models that read the sources are reference rows."""
+    root = tmp_path / "results"
+    shutil.copytree(FIXTURES / "results", root)
+    base = json.loads((root / "libri2mix_mixit" / "metrics.json").read_text())
+    slots = {
+        **base,
+        "recipe": "slots",
+        "architecture": "AudioSlots",
+        "si_sdri": 1.1,
+        "protocol": "blind",
+        "oracle_stitch_si_sdri": 2.6,
+        "oracle_stitch_si_sdr": 2.7,
+        "test_protocol": {"chunk_seconds": 0.5, "mask": "wiener", "stitch": "carried"},
+    }
+    ae = {**base, "recipe": "slots_ae", "architecture": "AudioSlots autoencoder (oracle)",
+          "si_sdri": 9.0, "protocol": "oracle"}  # fmt: skip
+    for m in (slots, ae):
+        (root / m["recipe"]).mkdir()
+        (root / m["recipe"] / "metrics.json").write_text(json.dumps(m))
+    md = render(collect(root), plot_name=None)
+    assert "| 2 | slots | AudioSlots | MixITLoss | blind, 0.5 s clips, wiener masks | 1.10 |" in md
+    assert (
+        "| ref | slots | AudioSlots | MixITLoss | oracle stitch, 0.5 s clips, wiener masks | 2.60 |"
+        in md
+    )
+    assert "| ref | slots_ae | AudioSlots autoencoder (oracle) | MixITLoss | oracle | 9.00 |" in md
+    assert "| 2 | slots_ae" not in md and "| 1 | slots_ae" not in md

@@ -5,7 +5,14 @@ import sys
 
 import pytest
 
-from zoo.backbones import AudioSlots, ConvTasNet, MetaTasNet, OpenUnmix, SpectrogramUNet
+from zoo.backbones import (
+    AudioSlots,
+    AudioSlotsAutoencoder,
+    ConvTasNet,
+    MetaTasNet,
+    OpenUnmix,
+    SpectrogramUNet,
+)
 from zoo.cli import main
 from zoo.data.musdb18 import MUSDB18DataModule
 from zoo.losses import FixedOrderLoss, HungarianLoss, MixITLoss, PITLoss, SemiSupervisedLoss
@@ -19,6 +26,8 @@ EXPECTED = {
     "libri2mix_mixit": (ConvTasNet, MixITLoss, 4, 4_000_000),
     "libri2mix_semisup_mixit": (ConvTasNet, SemiSupervisedLoss, 4, 4_000_000),
     "libri2mix_audioslots": (AudioSlots, HungarianLoss, 4, 5_000_000),
+    "libri2mix_audioslots_carry": (AudioSlots, HungarianLoss, 4, 5_000_000),
+    "libri2mix_audioslots_autoencoder": (AudioSlotsAutoencoder, HungarianLoss, 2, 5_000_000),
     "musdb18_umx": (OpenUnmix, FixedOrderLoss, 4, 4 * 8_893_348),
     "musdb18_unet": (SpectrogramUNet, FixedOrderLoss, 4, 9_000_000),
     "musdb18_convtasnet": (ConvTasNet, FixedOrderLoss, 4, 4_900_000),
