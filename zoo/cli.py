@@ -66,6 +66,7 @@ COMMANDS: dict[str, tuple[str, Callable | None, dict, bool]] = {
     ),
     "evaluate": ("zoo.run.evaluate:evaluate", _show_results, {"out": ["-o"]}, False),
     "oracle": ("zoo.run.evaluate:run_oracles", _show_rows, {}, False),
+    "slurm": ("zoo.run.launch:slurm_script", lambda s: print(s, end=""), {}, True),
     "leaderboard": ("zoo.run.leaderboard:write_leaderboard", _show_lines, {"out": ["-o"]}, False),
 }
 LIGHTNING = ("fit", "validate", "test", "predict")

@@ -23,6 +23,18 @@ def _adam(params):
     return torch.optim.Adam(params, lr=1e-3)
 
 
+def full_precision(x: Tensor) -> Tensor:
+    """Backbone outputs as losses and metrics take them: float32 (float64 kept), whatever
+    precision the network ran in (``--trainer.precision=bf16-mixed`` or ``16-mixed``)."""
+    return x.float() if x.is_floating_point() and x.dtype != torch.float64 else x
+
+
+def _no_autocast(device: torch.device):
+    """Losses and metrics outside autocast: their reductions, matmuls and STFTs in float32 or
+    float64 (SI-SDR of near-perfect estimates, BSS Eval), never in bf16 / fp16."""
+    return torch.autocast(device.type, enabled=False)
+
+
 class IncompatibleDataError(ValueError):
     """The data and the backbone disagree on rate, channels or sources."""
 
@@ -168,15 +180,19 @@ class SeparationSystem(L.LightningModule):
             est = self.backbone(batch["mix"], batch["ref"])
         else:
             est = self(batch["mix"])  # (B, M, C, T)
-        if getattr(self.loss, "needs_supervision_mask", False):
-            loss, info = self.loss(est, batch["ref"], supervised=batch["supervised"])
-        else:
-            loss, info = self.loss(est, batch["ref"])
-        logs = {}
-        aux = self.backbone.auxiliary_loss(batch["ref"])  # backbone-specific terms (Meta-TasNet)
-        if aux is not None:
-            logs["train/aux_loss"] = aux
-            loss = loss + aux
+        # backbone-specific terms (Meta-TasNet), which may run its modules: in its precision
+        aux = self.backbone.auxiliary_loss(batch["ref"])
+        with _no_autocast(est.device):
+            est, ref = full_precision(est), full_precision(batch["ref"])
+            if getattr(self.loss, "needs_supervision_mask", False):
+                loss, info = self.loss(est, ref, supervised=batch["supervised"])
+            else:
+                loss, info = self.loss(est, ref)
+            logs = {}
+            if aux is not None:
+                aux = full_precision(aux)
+                logs["train/aux_loss"] = aux
+                loss = loss + aux
         logs["train/loss"] = loss
         if "supervised_share" in info:
             logs["train/supervised_share"] = info["supervised_share"]
@@ -202,9 +218,14 @@ class SeparationSystem(L.LightningModule):
 
     def _score(self, est: Tensor, batch: dict, stage: str) -> dict[str, Tensor]:
         sdr = self.report_sdr and stage == "test"
-        scores = match_and_score(
-            est, batch["sources"], batch["mix"], sdr=sdr, fixed=self.backbone.ordered
-        )
+        with _no_autocast(est.device):
+            scores = match_and_score(
+                full_precision(est),
+                full_precision(batch["sources"]),
+                full_precision(batch["mix"]),
+                sdr=sdr,
+                fixed=self.backbone.ordered,
+            )
         n = est.shape[0]
         for name in ("si_sdr", "si_sdri", "sdr", "sdri") if sdr else ("si_sdr", "si_sdri"):
             self.metrics[f"{stage}_{name}"].update(scores[name].mean(-1))
@@ -265,8 +286,11 @@ class SeparationSystem(L.LightningModule):
         chunk = self.backbone.test_chunk
         if not chunk or self.backbone.needs_sources or batch["mix"].shape[-1] <= chunk:
             return None
-        est = oracle_stitch(self.backbone.separate_chunks(batch["mix"]), batch["sources"])
-        return match_and_score(est, batch["sources"], batch["mix"], fixed=True)
+        chunks = [full_precision(c) for c in self.backbone.separate_chunks(batch["mix"])]
+        with _no_autocast(batch["mix"].device):
+            sources = full_precision(batch["sources"])
+            est = oracle_stitch(chunks, sources)
+            return match_and_score(est, sources, full_precision(batch["mix"]), fixed=True)
 
     def configure_optimizers(self):
         opt = self.optimizer_factory(self.parameters())

@@ -15,6 +15,7 @@ neighbouring items of the batch.
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -64,27 +65,52 @@ def _zoo():
     return [str(exe)] if exe.is_file() else [sys.executable, "-m", "zoo.cli"]
 
 
+def _probe(out: Path) -> str:
+    return json.dumps(
+        {"class_path": "tests.integration.ddp_probe.FirstStepProbe", "init_args": {"out": str(out)}}
+    )
+
+
+def _run(cmd: list[str], mini_data_dir: Path, cwd: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "ZOO_DATA_DIR": str(mini_data_dir)}
+    run = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-6000:]
+
+
 @pytest.mark.parametrize("name", available_recipes())
 def test_recipe_trains_under_ddp_with_averaged_gradients(name, mini_data_dir, tmp_path):
     probe = tmp_path / "probe"
-    callback = json.dumps(
-        {
-            "class_path": "tests.integration.ddp_probe.FirstStepProbe",
-            "init_args": {"out": str(probe)},
-        }
-    )
-    env = {**os.environ, "PYTHONPATH": str(REPO), "ZOO_DATA_DIR": str(mini_data_dir)}
     cmd = [*_zoo(), "recipe", name, "--results", str(tmp_path / "results"), *DDP]
-    run = subprocess.run(
-        [*cmd, f"--trainer.callbacks+={callback}"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-6000:]
-    out = tmp_path / "results" / name
+    _run([*cmd, f"--trainer.callbacks+={_probe(probe)}"], mini_data_dir, tmp_path)
+    _check_ddp_run(name, tmp_path / "results" / name, probe)
+
+
+def test_torchrun_launch_trains_with_averaged_gradients(mini_data_dir, tmp_path):
+    """torchrun starts both ranks at once (Lightning's TorchElastic environment): rank 1 waits
+    until rank 0 holds the results folder, and the run is the same DDP run as Lightning's own
+    launcher makes."""
+    name, probe, results = "libri2mix_pit", tmp_path / "probe", tmp_path / "results"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+           "-m", "zoo.cli", "recipe", name, "--results", str(results), *DDP,
+           f"--trainer.callbacks+={_probe(probe)}"]  # fmt: skip
+    # rank 0 alone checks the folder: an unfinished run there is refused, not trained over
+    unfinished = results / ".runs" / name / "last.ckpt"
+    unfinished.parent.mkdir(parents=True)
+    unfinished.write_bytes(b"an earlier run's checkpoint")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "ZOO_DATA_DIR": str(mini_data_dir),
+           "ZOO_LAUNCH_TIMEOUT": "60"}  # fmt: skip
+    refused = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert refused.returncode != 0
+    assert f"an unfinished run of {name} is in" in refused.stderr
+    assert unfinished.read_bytes() == b"an earlier run's checkpoint"
+    shutil.rmtree(results)
+    _run(cmd, mini_data_dir, tmp_path)
+    _check_ddp_run(name, results / name, probe)
+    assert not (results / name / ".launch.json").exists()  # the launch marker is gone
+    assert not (results / ".runs" / name).exists() and not (results / ".archive").exists()
+
+
+def _check_ddp_run(name: str, out: Path, probe: Path) -> None:
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["recipe"] == name
 

@@ -18,11 +18,14 @@ from zoo.run.results import ResultsWriter
 from zoo.run.train import run_recipe
 from zoo.system import SeparationSystem
 
+# in bf16 mixed precision, so that every recipe is known to train, validate, test and export
+# with it; the DDP test runs every recipe end to end in float32
 SMOKE = [
     "--trainer.max_epochs=1",
     "--trainer.limit_train_batches=2",
     "--trainer.limit_val_batches=2",
     "--trainer.enable_progress_bar=false",
+    "--trainer.precision=bf16-mixed",
 ]
 REQUIRED = {
     "recipe",

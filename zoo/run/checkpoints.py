@@ -104,6 +104,10 @@ class SaveOnSigterm(L.Callback):
 
 
 def last_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest ``last.ckpt`` under a run folder (Lightning writes one per logger version)."""
-    found = sorted(Path(run_dir).rglob("last.ckpt"), key=lambda p: p.stat().st_mtime)
+    """The newest ``last.ckpt`` under a run folder (Lightning writes one per logger version), or
+    the newest ``hpc_ckpt_N.ckpt`` that Lightning's SLURM environment saves before it requeues
+    a preempted job, whichever is newer."""
+    run_dir = Path(run_dir)
+    found = [*run_dir.rglob("last.ckpt"), *run_dir.glob("hpc_ckpt_*.ckpt")]
+    found.sort(key=lambda p: p.stat().st_mtime)
     return found[-1] if found else None

@@ -6,7 +6,6 @@ builds and checks its classes, for the run and for ``zoo evaluate`` alike."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,16 +13,12 @@ from pathlib import Path
 from ..system import IncompatibleDataError
 from .checkpoints import Interrupted, last_checkpoint
 from .folders import RunFolder, UnfinishedRunError
+from .launch import announce, is_ddp_worker, wait_for_rank_zero, withdraw
 from .paths import ASSETS
 from .prepare import mini_root, prepare
 from .recipe import Recipe, load_recipe
 
 __all__ = ["Run", "instantiate", "is_ddp_worker", "resolve", "run_recipe"]
-
-
-def is_ddp_worker() -> bool:
-    """A DDP worker process re-running the command line of rank 0 (Lightning sets LOCAL_RANK)."""
-    return "LOCAL_RANK" in os.environ
 
 
 @dataclass
@@ -175,11 +170,14 @@ def run_recipe(
         raise ValueError("--resume and --fresh exclude each other: choose one")
     run = resolve(name, data, gpus, nodes, overrides, results, mini_root_dir, recipes)
     worker = is_ddp_worker()
-    if not worker:
+    if worker:  # ranks started with rank 0 (torchrun, srun) wait until it holds the folder
+        wait_for_rank_zero(run.dir)
+    else:
         run.folder.acquire()
     try:
         if not worker:
             _check_unfinished(run, resume, fresh)
+            announce(run.dir)
         ckpt = last_checkpoint(run.dir) if resume else None
         cli = instantiate(run)
         cli.trainer.callbacks.append(ResultsWriter(str(run.dir), recipe=run.recipe.name))
@@ -224,9 +222,11 @@ def run_recipe(
                 "config": resolved,
             },
         )
+        withdraw(run.dir)
         previous = run.folder.commit()
     finally:
         if not worker:
+            withdraw(run.dir)
             run.folder.release()
     label = (
         " (built-in mini dataset: synthetic, not comparable to published numbers)"
