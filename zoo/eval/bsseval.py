@@ -23,46 +23,46 @@ import numpy as np
 import scipy.fft
 import scipy.linalg
 import torch
-from numpy.lib.stride_tricks import sliding_window_view
 
 __all__ = ["bss_eval_v4", "xcorr_lags", "METRICS"]
 
 METRICS = ("sdr", "isr", "sir", "sar")
 
 
-def xcorr_lags(x, y, max_lag: int, block: int = (1 << 16) - 1022) -> np.ndarray:
+def xcorr_lags(x, y, max_lag: int, block: int = (1 << 16) - 1022) -> torch.Tensor:
     """Cross-correlations at lags ``-max_lag..max_lag`` of every row of ``x`` with every row of
-    ``y`` (float64 arrays or tensors; signals zero outside their support).
+    ``y`` (float64 arrays or tensors, on any device; signals zero outside their support).
 
-    Returns ``(P, Q, 2 max_lag + 1)``: ``out[p, q, max_lag + m] = sum_n x[p, n] y[q, n + m]``.
+    Returns ``(P, Q, 2 max_lag + 1)`` float64 on ``x``'s device:
+    ``out[p, q, max_lag + m] = sum_n x[p, n] y[q, n + m]``.
     """
     x = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x, dtype=np.float64))
     y = y if isinstance(y, torch.Tensor) else torch.from_numpy(np.asarray(y, dtype=np.float64))
+    dev, f64 = x.device, torch.float64
     p, n = x.shape
     q, lag = y.shape[0], max_lag
     nb = -(-n // block)
     nfft = 1 << int(np.ceil(np.log2(block + 2 * lag)))  # torch FFTs are fastest at powers of 2
-    xpad = torch.zeros(p, nb * block, dtype=torch.float64)
+    xpad = torch.zeros(p, nb * block, dtype=f64, device=dev)
     xpad[:, :n] = x
     xblocks = xpad.reshape(p, nb, block)
-    ypad = torch.zeros(q, nb * block + 2 * lag, dtype=torch.float64)
+    ypad = torch.zeros(q, nb * block + 2 * lag, dtype=f64, device=dev)
     ypad[:, lag : lag + n] = y
     yblocks = ypad.unfold(1, block + 2 * lag, block)[:, :nb]  # overlapping views, no copy
-    acc = torch.zeros(nfft // 2 + 1, p, q, dtype=torch.complex128)
+    acc = torch.zeros(nfft // 2 + 1, p, q, dtype=torch.complex128, device=dev)
     step = max(1, (1 << 19) // nfft)  # blocks per pass: small, reused buffers
     for k in range(0, nb, step):
         kk = min(step, nb - k)
-        xb = torch.zeros(p, kk, nfft, dtype=torch.float64)
+        xb = torch.zeros(p, kk, nfft, dtype=f64, device=dev)
         xb[..., :block] = xblocks[:, k : k + kk]
-        yb = torch.zeros(q, kk, nfft, dtype=torch.float64)
+        yb = torch.zeros(q, kk, nfft, dtype=f64, device=dev)
         yb[..., : block + 2 * lag] = yblocks[:, k : k + kk]
         # cross-spectra summed over blocks: a batched product over frequencies, on contiguous
         # copies (5x faster here than on the permuted views)
         xs = torch.fft.rfft(xb).permute(2, 0, 1).contiguous()  # (F, P, kk)
         ys = torch.fft.rfft(yb).permute(2, 1, 0).contiguous()  # (F, kk, Q)
         acc += xs.conj() @ ys
-    out = torch.fft.irfft(acc.permute(1, 2, 0), nfft)[..., : 2 * lag + 1]
-    return out.numpy()
+    return torch.fft.irfft(acc.permute(1, 2, 0), nfft)[..., : 2 * lag + 1]
 
 
 def _safe_db(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -78,6 +78,7 @@ def bss_eval_v4(
     filters_len: int = 512,
     names: list[str] | None = None,
     silent_estimates: str = "error",
+    device: str | torch.device | None = None,
 ) -> dict[str, np.ndarray]:
     """Framewise SDR, ISR, SIR, SAR as ``museval.evaluate(..., mode="v4")`` computes them.
 
@@ -91,6 +92,9 @@ def bss_eval_v4(
             ``"error"`` does the same, ``"score"`` gives it its SDR (0 dB where the reference
             sounds: the error is the reference itself) and NaN ISR/SIR/SAR (no projection), so
             that a model that outputs silence is scored, not crashed.
+        device: where the correlations, solves and projections run (``"cuda"``; default CPU).
+            Everything is float64 on every device; on the CPU the solves use scipy (see the
+            module's note), elsewhere ``torch.linalg``'s Cholesky.
 
     Returns:
         ``{"sdr", "isr", "sir", "sar"}`` → ``(S, n_windows)`` in dB; windows where a reference or
@@ -127,69 +131,67 @@ def bss_eval_v4(
                 "BSS Eval is undefined (museval refuses it too)"
             )
     L = filters_len
+    dev = torch.device(device) if device is not None else torch.device("cpu")
     # One (2, S, C, T) copy of both, rows (source, channel); reused by the windows below (fresh
     # memory is slow here: every avoided full-length copy saves ~0.3 s a minute of audio).
-    signals = torch.empty(2, s, c, n, dtype=torch.float64)
+    signals = torch.empty(2, s, c, n, dtype=torch.float64, device=dev)
     signals[0] = torch.from_numpy(ref).permute(0, 2, 1)
     signals[1] = torch.from_numpy(est).permute(0, 2, 1)
     rows = signals.reshape(2 * s * c, n)
     xc = xcorr_lags(rows[: s * c], rows, L - 1)  # (SC, 2SC, 2L-1)
     a = s * c
-    # G[(a, m1), (b, m2)] = xc[a, b, L-1+m1-m2]: Toeplitz blocks, read as strided views, one copy.
-    toeplitz = sliding_window_view(xc[:, :a, ::-1], L, axis=-1)[:, :, ::-1]  # (SC, SC, L, L)
-    gram = np.empty((a, L, a, L))
-    gram[:] = toeplitz.transpose(0, 2, 1, 3)
-    gram = gram.reshape(a * L, a * L)
-    d = xc[:, a:, L - 1 :].transpose(0, 2, 1).reshape(a * L, a)  # (SC L, S_est C)
-    own = np.empty((s, c, L, c))  # each estimate projected on its own reference only
+    # G[(a, m1), (b, m2)] = xc[a, b, L-1+m1-m2]: Toeplitz blocks gathered in one copy.
+    lags = (L - 1) + torch.arange(L, device=dev)[:, None] - torch.arange(L, device=dev)
+    gram = xc[:, :a][..., lags].permute(0, 2, 1, 3).reshape(a * L, a * L)  # (SC L, SC L)
+    d = xc[:, a:, L - 1 :].permute(0, 2, 1).reshape(a * L, a)  # (SC L, S_est C)
+    own = torch.empty(s, c, L, c, dtype=torch.float64, device=dev)  # estimate on own reference
     for j in range(s):
-        rows = slice(j * c * L, (j + 1) * c * L)
-        own[j] = _solve(gram[rows, rows].copy(), d[rows, j * c : (j + 1) * c]).reshape(c, L, c)
+        blk = slice(j * c * L, (j + 1) * c * L)
+        own[j] = _solve(gram[blk, blk].clone(), d[blk, j * c : (j + 1) * c]).reshape(c, L, c)
     filt = _solve(gram, d).reshape(s, c, L, s, c)  # (i, ci, m, e, co); overwrites gram
     nwin = int(np.floor((n - win + hop) / hop)) if win < n else 1
     length = min(win, n)
     nfft = scipy.fft.next_fast_len(length + L - 1, real=True)  # linear convolutions, no wrap
     # Filters as (F, S C, S C) matrices mapping reference (i, ci) to estimate (e, co) spectra;
     # the own-source filters are block diagonal.
-    h_all = scipy.fft.rfft(filt.reshape(a, L, a), nfft, axis=1).transpose(1, 0, 2)
-    h_own = np.zeros_like(h_all)
+    h_all = torch.fft.rfft(filt.reshape(a, L, a), nfft, dim=1).permute(1, 0, 2).contiguous()
+    h_own = torch.zeros_like(h_all)
     for j in range(s):
-        blk = scipy.fft.rfft(own[j], nfft, axis=1).transpose(1, 0, 2)  # (F, C, C)
+        blk = torch.fft.rfft(own[j], nfft, dim=1).permute(1, 0, 2)  # (F, C, C)
         h_own[:, j * c : (j + 1) * c, j * c : (j + 1) * c] = blk
     # Energies of the projections by Parseval on the rfft bins: no inverse FFTs.
-    weight = torch.full((nfft // 2 + 1,), 2.0 / nfft, dtype=torch.float64)
+    weight = torch.full((nfft // 2 + 1,), 2.0 / nfft, dtype=torch.float64, device=dev)
     weight[0] = 1.0 / nfft
     if nfft % 2 == 0:
         weight[-1] = 1.0 / nfft
-    h_all, h_own = torch.from_numpy(h_all), torch.from_numpy(h_own)
 
     def energy(spec):  # (F, nw, S C) -> (S, nw)
         power = torch.einsum("fwk,f->kw", spec.real.square() + spec.imag.square(), weight)
-        return power.reshape(s, c, -1).sum(1).numpy()
+        return power.reshape(s, c, -1).sum(1).cpu().numpy()
 
     windows = signals.unfold(-1, length, hop)[..., :nwin, :]  # (2, S, C, nwin, length) view
-    silent_est_t = torch.from_numpy(silent_est)
+    silent_est_t = torch.from_numpy(silent_est).to(dev)
     out = {k: np.empty((s, nwin)) for k in METRICS}
     step = max(1, (1 << 21) // (a * nfft))  # windows per pass (~100 MB of spectra)
     for w0 in range(0, nwin, step):
         nw = min(step, nwin - w0)
-        buf = torch.zeros(2, s, c, nw, nfft, dtype=torch.float64)
+        buf = torch.zeros(2, s, c, nw, nfft, dtype=torch.float64, device=dev)
         buf[..., :length] = windows[..., w0 : w0 + nw, :]
         r, e = buf[0, ..., :length], buf[1, ..., :length]  # (S, C, nw, length)
         spec = torch.fft.rfft(buf)  # (2, S, C, nw, F)
         spec = spec.reshape(2, a, nw, -1).permute(0, 3, 2, 1)  # (2, F, nw, S C)
         rf, ef = spec[0].contiguous(), spec[1].contiguous()
         p_all, p_own = rf @ h_all, rf @ h_own  # (F, nw, S C) projections
-        true = r.square().sum((1, 3)).numpy()  # (S, nw)
+        true = r.square().sum((1, 3)).cpu().numpy()  # (S, nw)
         res = {
-            "sdr": _safe_db(true, (e - r).square().sum((1, 3)).numpy()),
+            "sdr": _safe_db(true, (e - r).square().sum((1, 3)).cpu().numpy()),
             "isr": _safe_db(true, energy(p_own - rf)),
             "sir": _safe_db(energy(p_own), energy(p_all - p_own)),
             "sar": _safe_db(energy(p_all), energy(ef - p_all)),
         }
         silent = (buf.sum(2) == 0).all(-1)  # (2, S, nw)
         silent[1, silent_est_t] = False  # whole-signal silent estimates are scored, not skipped
-        silent = silent.any(1).any(0).numpy()  # a window where any source is silent is NaN
+        silent = silent.any(1).any(0).cpu().numpy()  # a window where any source is silent is NaN
         for k, v in res.items():
             v[:, silent] = np.nan
             out[k][:, w0 : w0 + nw] = v
@@ -198,21 +200,31 @@ def bss_eval_v4(
     return out
 
 
-def _solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _solve(a: torch.Tensor, b: torch.Tensor, linalg: bool | None = None) -> torch.Tensor:
     """``(a + eps I)^-1 b`` for a Gram matrix ``a`` (overwritten), museval's regularisation.
 
     Cholesky (half the work of museval's LU, same solution up to rounding for a positive
-    definite matrix); LU, then least squares (museval's fallback) when it is not.
+    definite matrix); LU, then least squares (museval's fallback) when it is not. On the CPU
+    through scipy (LAPACK): torch's batched CPU solves return wrong values with several threads
+    on some CPUs; on a GPU through ``torch.linalg`` (``linalg``: force one or the other).
     """
     eps = np.finfo(float).eps
-    a.flat[:: a.shape[0] + 1] += eps
+    a.diagonal().add_(eps)
+    if a.device.type != "cpu" if linalg is None else linalg:
+        chol, info = torch.linalg.cholesky_ex(a)
+        if int(info) == 0:
+            return torch.cholesky_solve(b, chol)
+        out, info = torch.linalg.solve_ex(a, b)
+        return out if int(info) == 0 else torch.linalg.lstsq(a, b).solution
+    an, bn = a.numpy(), b.numpy()
     try:
-        return scipy.linalg.cho_solve(
-            scipy.linalg.cho_factor(a, overwrite_a=False, check_finite=False), b, check_finite=False
-        )
+        out = scipy.linalg.cho_solve(
+            scipy.linalg.cho_factor(an, overwrite_a=False, check_finite=False), bn,
+            check_finite=False,
+        )  # fmt: skip
     except np.linalg.LinAlgError:
-        pass
-    try:
-        return scipy.linalg.solve(a, b, check_finite=False)
-    except np.linalg.LinAlgError:
-        return scipy.linalg.lstsq(a, b)[0]
+        try:
+            out = scipy.linalg.solve(an, bn, check_finite=False)
+        except np.linalg.LinAlgError:
+            out = scipy.linalg.lstsq(an, bn)[0]
+    return torch.from_numpy(np.ascontiguousarray(out))

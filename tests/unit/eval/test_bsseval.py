@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from zoo.data.mini import MARKER
 from zoo.data.musdb_mini import SOURCES
@@ -146,3 +147,23 @@ def test_bss_eval_scores_a_silent_estimate_instead_of_failing():
     assert np.isnan(out["sir"][1]).all() and np.isnan(out["sar"][1]).all()
     np.testing.assert_allclose(out["sdr"][[0, 2]], full["sdr"][[0, 2]], atol=1e-9)
     assert np.isfinite(out["sir"][[0, 2]]).all()
+
+
+@pytest.mark.parametrize("kind", ["positive definite", "indefinite"])
+def test_the_gpu_solver_equals_the_cpu_one(kind):
+    # the device path (torch.linalg, used on GPUs) against scipy's, on a matrix small enough for
+    # torch's CPU solve to be right with several threads; a matrix that is not positive definite
+    # takes the LU fallback on both
+    from zoo.eval.bsseval import _solve
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 200))
+    gram = x @ x.T
+    if kind == "indefinite":
+        gram = gram - np.diag(np.r_[np.zeros(60), np.full(4, 2 * np.abs(gram).sum(1).max())])
+    gram, rhs = torch.from_numpy(gram), torch.from_numpy(rng.standard_normal((64, 3)))
+    cpu = _solve(gram.clone(), rhs, linalg=False)
+    dev = _solve(gram.clone(), rhs, linalg=True)
+    assert cpu.dtype == dev.dtype == torch.float64
+    torch.testing.assert_close(dev, cpu, rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(gram @ dev, rhs, rtol=1e-6, atol=1e-6)
