@@ -36,6 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import lightning as L
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,33 +101,26 @@ class Synthetic(torch.utils.data.Dataset):
         return self.item
 
 
-class StepTimer:
-    """Lightning callback: time and peak memory of the steps after ``warmup``."""
+class StepTimer(L.Callback):
+    """Time and peak memory of the steps after ``warmup``."""
 
-    def __init__(self, warmup: int, out: Path | None = None):
-        import lightning as L
+    def __init__(self, warmup: int):
+        self.warmup = warmup
+        self.start, self.seconds, self.steps, self.peak = 0.0, 0.0, 0, None
 
-        class _CB(L.Callback):
-            def on_train_batch_start(cb, trainer, module, batch, idx):
-                if trainer.global_step == warmup:
-                    _sync(module.device)
-                    if module.device.type == "cuda":
-                        torch.cuda.reset_peak_memory_stats(module.device)
-                    self.start = time.perf_counter()
+    def on_train_batch_start(self, trainer, module, batch, idx):
+        if trainer.global_step == self.warmup:
+            _sync(module.device)
+            if module.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(module.device)
+            self.start = time.perf_counter()
 
-            def on_train_end(cb, trainer, module):
-                _sync(module.device)
-                self.seconds = time.perf_counter() - self.start
-                self.steps = trainer.global_step - warmup
-                self.peak = (
-                    torch.cuda.max_memory_allocated(module.device) / 2**30
-                    if module.device.type == "cuda"
-                    else None
-                )
-                if out is not None and trainer.is_global_zero:
-                    out.write_text(json.dumps(self.result()))
-
-        self.callback, self.start, self.seconds, self.steps, self.peak = _CB(), 0.0, 0.0, 0, None
+    def on_train_end(self, trainer, module):
+        _sync(module.device)
+        self.seconds = time.perf_counter() - self.start
+        self.steps = trainer.global_step - self.warmup
+        if module.device.type == "cuda":
+            self.peak = torch.cuda.max_memory_allocated(module.device) / 2**30
 
     def result(self) -> dict:
         step = self.seconds / max(1, self.steps)
@@ -140,15 +134,13 @@ def _sync(device: torch.device) -> None:
 
 def train(name, dry, data, results, precision, devices, steps, warmup, accelerator, out=None):
     """Fit ``warmup + steps`` steps; returns seconds per step, samples/s, peak GiB."""
-    import lightning as L
-
     torch.manual_seed(0)
     system, template, batch_size, segment = build(name, dry, data, results)
     samples = int(round(segment * system.backbone.sample_rate))
     loader = torch.utils.data.DataLoader(
         Synthetic(template, samples), batch_size=batch_size, num_workers=0
     )
-    timer = StepTimer(warmup, out)
+    timer = StepTimer(warmup)
     trainer = L.Trainer(
         accelerator=accelerator,
         devices=devices,
@@ -160,20 +152,20 @@ def train(name, dry, data, results, precision, devices, steps, warmup, accelerat
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[timer.callback],
+        callbacks=[timer],
         default_root_dir=results,
     )
     trainer.fit(system, train_dataloaders=loader)
     res = timer.result()
     res.update(batch=batch_size, segment_s=segment, devices=devices, precision=precision)
     res["samples_per_s"] = round(devices * batch_size / res["s_per_step"], 2)
+    if out is not None and trainer.is_global_zero:  # a DDP worker: rank 0 reports
+        out.write_text(json.dumps(res))
     return res
 
 
 def validate(dry, data, results, devices, accelerator, out=None):
     """val/si_sdr of the libri2mix_pit mini system (seeded random weights) on the tiny dev set."""
-    import lightning as L
-
     from zoo.run.train import instantiate, resolve
 
     torch.manual_seed(0)
@@ -350,8 +342,6 @@ def main() -> None:
                                               precision="bf16-mixed")}  # fmt: skip
                 if "error" not in r and "s_per_step" in single:
                     r["efficiency"] = round(single["s_per_step"] / r["s_per_step"], 3)
-                    r["samples_per_s"] = round(n_dev * single["batch"] / r["s_per_step"], 2)
-                    r.update(batch=single["batch"], segment_s=single["segment_s"])
                 report["train"].append({"recipe": name, "precision": "bf16-mixed", **r})
                 print(json.dumps(report["train"][-1]), flush=True)
             one = validate(args.dry, data, base / "runs", 1, args.accelerator)

@@ -210,7 +210,8 @@ def _solve(a: torch.Tensor, b: torch.Tensor, linalg: bool | None = None) -> torc
     """
     eps = np.finfo(float).eps
     a.diagonal().add_(eps)
-    if a.device.type != "cpu" if linalg is None else linalg:
+    use_torch = a.device.type != "cpu" if linalg is None else linalg
+    if use_torch:
         chol, info = torch.linalg.cholesky_ex(a)
         if int(info) == 0:
             return torch.cholesky_solve(b, chol)
