@@ -1,16 +1,17 @@
 """Every recipe trains under multi-process DDP, and DDP averages the gradients it should.
 
-Each recipe runs through the command a user runs (``zoo recipe NAME`` with DDP over two spawned
-CPU processes, gloo; ``make recipe NAME=... GPUS=2`` builds the same command with
-``--trainer.accelerator=gpu``), for two training steps, then validates, tests and writes
-metrics.json. A probe callback records each rank's first batch; the first step's gradients on
-rank 0 must equal, in one process, the average over the two ranks' batches of the gradient of
-the training loss on each (replaying each rank's RNG state, so dropout draws the same masks).
-That is what DDP computes by definition; for losses that average over items it is the gradient
-on the concatenated global batch. The reference is the per-rank average rather than the
-gradient on the concatenated batch because two backbones couple the items of a device's batch:
-batch norm (U-Net; per device, as Lightning's default) and Meta-TasNet's similarity term between
-neighbouring items of the batch.
+Every recipe in `make test-slow`; the default suite runs one recipe per backbone, loss and
+datamodule class (``DEFAULT_DDP``, checked to cover them all). Each recipe runs through the command
+a user runs (``zoo recipe NAME`` with DDP over two spawned CPU processes, gloo; ``make recipe
+NAME=... GPUS=2`` builds the same command with ``--trainer.accelerator=gpu``), for two training
+steps, then validates, tests and writes metrics.json. A probe callback records each rank's first
+batch; the first step's gradients on rank 0 must equal, in one process, the average over the two
+ranks' batches of the gradient of the training loss on each (replaying each rank's RNG state, so
+dropout draws the same masks). That is what DDP computes by definition; for losses that average
+over items it is the gradient on the concatenated global batch. The reference is the per-rank
+average rather than the gradient on the concatenated batch because two backbones couple the items
+of a device's batch: batch norm (U-Net; per device, as Lightning's default) and Meta-TasNet's
+similarity term between neighbouring items of the batch.
 """
 
 import json
@@ -24,7 +25,7 @@ import pytest
 import torch
 
 from zoo.run.lightning import ZooCLI
-from zoo.run.recipe import available_recipes
+from zoo.run.recipe import available_recipes, load_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 DDP = [
@@ -40,24 +41,20 @@ DDP = [
 
 
 @pytest.fixture(scope="module")
-def mini_data_dir(tmp_path_factory):
-    """The built-in mini datasets (default spec), prepared once, as `make recipe` finds them."""
-    root = tmp_path_factory.mktemp("zoo-data")
-    for name in ("libri2mix-mini", "musdb18-mini"):
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "zoo.cli",
-                "prepare",
-                name,
-                "--root",
-                root / "mini" / {"libri2mix-mini": "Libri2Mix", "musdb18-mini": "MUSDB18-HQ"}[name],
-            ],
-            check=True,
-            capture_output=True,
-        )
-    return root
+def two_rank_musdb(tmp_path_factory):
+    """A small mini MUSDB18-HQ with two validation and two test tracks: one per rank."""
+    from zoo.data.musdb_mini import MusdbMiniSpec, prepare_musdb18_mini
+
+    spec = MusdbMiniSpec(n_train=3, n_valid=2, n_test=2, seconds=4.0, with_stempeg_example=False)
+    return prepare_musdb18_mini(tmp_path_factory.mktemp("data") / "MUSDB18-HQ", spec)
+
+
+@pytest.fixture
+def mini_root(tiny_libri2mix, two_rank_musdb):
+    """The recipe's mini dataset: small sets in the real formats, used as they are
+    (``--mini-root-dir``), so no test prepares the full mini sets again."""
+    roots = {"libri2mix-mini": tiny_libri2mix, "musdb18-mini": two_rank_musdb}
+    return lambda name: roots[load_recipe(name).mini_dataset]
 
 
 def _zoo():
@@ -71,40 +68,77 @@ def _probe(out: Path) -> str:
     )
 
 
-def _run(cmd: list[str], mini_data_dir: Path, cwd: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "ZOO_DATA_DIR": str(mini_data_dir)}
+def _run(cmd: list[str], cwd: Path, **env) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO), **env}
     run = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-6000:]
 
 
-@pytest.mark.parametrize("name", available_recipes())
-def test_recipe_trains_under_ddp_with_averaged_gradients(name, mini_data_dir, tmp_path):
+def _covered(names) -> dict[str, set[str]]:
+    """What the recipes ``names`` exercise: their backbone, loss and datamodule classes."""
+    seen = {"backbone": set(), "loss": set(), "data": set()}
+    for name in names:
+        config = load_recipe(name).merged(False)
+        seen["backbone"].add(config["model"]["backbone"]["class_path"])
+        seen["loss"].add(config["model"]["loss"]["class_path"])
+        seen["data"].add(config["data"]["class_path"])
+    return seen
+
+
+# The default suite trains under DDP one recipe for each backbone, objective (loss) and
+# datamodule class; `make test-slow` trains every recipe (the rest differ only in settings).
+DEFAULT_DDP = {
+    "libri2mix_audioslots",
+    "libri2mix_audioslots_autoencoder",
+    "libri2mix_mixit",
+    "libri2mix_semisup_mixit",
+    "libri2mix_unet",
+    "musdb18_metatasnet",
+    "musdb18_umx",
+}
+DDP_CASES = [
+    name if name in DEFAULT_DDP else pytest.param(name, marks=pytest.mark.slow)
+    for name in available_recipes()
+]
+
+
+def test_the_default_ddp_recipes_cover_every_backbone_loss_and_datamodule():
+    assert DEFAULT_DDP <= set(available_recipes())
+    assert _covered(DEFAULT_DDP) == _covered(available_recipes()), (
+        "a recipe brings a backbone, loss or datamodule class that no recipe of DEFAULT_DDP "
+        "trains under DDP: add it to DEFAULT_DDP"
+    )
+
+
+@pytest.mark.parametrize("name", DDP_CASES)
+def test_recipe_trains_under_ddp_with_averaged_gradients(name, mini_root, tmp_path):
     probe = tmp_path / "probe"
-    cmd = [*_zoo(), "recipe", name, "--results", str(tmp_path / "results"), *DDP]
-    _run([*cmd, f"--trainer.callbacks+={_probe(probe)}"], mini_data_dir, tmp_path)
+    cmd = [*_zoo(), "recipe", name, "--results", str(tmp_path / "results"),
+           "--mini-root-dir", str(mini_root(name)), *DDP]  # fmt: skip
+    _run([*cmd, f"--trainer.callbacks+={_probe(probe)}"], tmp_path)
     _check_ddp_run(name, tmp_path / "results" / name, probe)
 
 
-def test_torchrun_launch_trains_with_averaged_gradients(mini_data_dir, tmp_path):
+def test_torchrun_launch_trains_with_averaged_gradients(mini_root, tmp_path):
     """torchrun starts both ranks at once (Lightning's TorchElastic environment): rank 1 waits
     until rank 0 holds the results folder, and the run is the same DDP run as Lightning's own
     launcher makes."""
     name, probe, results = "libri2mix_pit", tmp_path / "probe", tmp_path / "results"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-           "-m", "zoo.cli", "recipe", name, "--results", str(results), *DDP,
+           "-m", "zoo.cli", "recipe", name, "--results", str(results),
+           "--mini-root-dir", str(mini_root(name)), *DDP,
            f"--trainer.callbacks+={_probe(probe)}"]  # fmt: skip
     # rank 0 alone checks the folder: an unfinished run there is refused, not trained over
     unfinished = results / ".runs" / name / "last.ckpt"
     unfinished.parent.mkdir(parents=True)
     unfinished.write_bytes(b"an earlier run's checkpoint")
-    env = {**os.environ, "PYTHONPATH": str(REPO), "ZOO_DATA_DIR": str(mini_data_dir),
-           "ZOO_LAUNCH_TIMEOUT": "60"}  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO), "ZOO_LAUNCH_TIMEOUT": "60"}
     refused = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True)
     assert refused.returncode != 0
     assert f"an unfinished run of {name} is in" in refused.stderr
     assert unfinished.read_bytes() == b"an earlier run's checkpoint"
     shutil.rmtree(results)
-    _run(cmd, mini_data_dir, tmp_path)
+    _run(cmd, tmp_path, ZOO_LAUNCH_TIMEOUT="60")
     _check_ddp_run(name, results / name, probe)
     assert not (results / name / ".launch.json").exists()  # the launch marker is gone
     assert not (results / ".runs" / name).exists() and not (results / ".archive").exists()
