@@ -65,6 +65,12 @@ def separate_file(
     from ..hub.api import load
 
     sep = load(model, download=download)
+    if sep.backbone.needs_sources:
+        raise SeparateError(
+            f"{model}: {type(sep.backbone).__name__} is a reference row that reads the true "
+            "sources (forward(mix, sources)); it cannot separate a mixture file: separate with "
+            "a separator such as the recipe it is the reference of"
+        )
     out = Path(out_dir)
     plans, owners = [], {}
     for path in map(Path, inputs):

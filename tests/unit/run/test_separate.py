@@ -2,6 +2,8 @@
 
 import shutil
 
+import numpy as np
+import pytest
 import soundfile as sf
 import torch
 
@@ -103,3 +105,19 @@ def test_channels_are_mapped_or_refused_in_words(tmp_path, capsys):
     assert main(["separate", str(stereo), mono, "-o", str(tmp_path / "o3")]) == 0
     assert "mono duplicated to the model's 2 channels" in capsys.readouterr().out
     assert sf.info(str(tmp_path / "o3" / "mono_vocals.wav")).channels == 1
+
+
+def test_zoo_separate_refuses_a_reference_row_that_reads_the_sources(tmp_path):
+    from zoo.backbones import AudioSlotsAutoencoder
+    from zoo.hub.format import export_model
+    from zoo.run.separate import SeparateError, separate_file
+
+    backbone = AudioSlotsAutoencoder(sample_rate=8000)
+    config = {"class_path": "zoo.backbones.AudioSlotsAutoencoder",
+              "init_args": {"sample_rate": 8000}}  # fmt: skip
+    export_model(backbone, config, tmp_path / "model")
+    wav = tmp_path / "mix.wav"
+    sf.write(wav, np.zeros(8000, dtype=np.float32), 8000)
+    with pytest.raises(SeparateError, match="reads the true sources"):
+        separate_file(str(tmp_path / "model"), [str(wav)], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
