@@ -113,4 +113,6 @@ def resample_differentiable(x: Tensor, orig: int, new: int) -> Tensor:
         return x
     import torchaudio.functional as AF
 
-    return AF.resample(x, int(orig), int(new))
+    # torchaudio views its input as (-1, T): a strided view (a batch of one transposed, as
+    # Meta-TasNet's auxiliary loss makes it) must be made contiguous first
+    return AF.resample(x.contiguous(), int(orig), int(new))

@@ -70,6 +70,19 @@ def test_shapes_stages_and_gradients():
         model.auxiliary_loss(torch.randn(2, 4, 2, 16001))
 
 
+def test_a_batch_of_one_trains():
+    # found by `make rehearse` (the paper recipe at batch 1): the auxiliary loss's references
+    # reach the resampler as a strided view, which torchaudio's resample refused
+    model = MetaTasNet(**SMALL)
+    x = torch.randn(1, 2, 16000)
+    est = model(x)
+    (est.square().mean() + model.auxiliary_loss(torch.randn(1, 4, 2, 16000))).backward()
+    assert all(p.grad is not None for p in model.parameters())
+    view = torch.randn(1, 3, 800, 2)[..., 0]  # a strided view
+    assert not view.is_contiguous()
+    torch.testing.assert_close(resample(view, 8000, 16000), resample(view.clone(), 8000, 16000))
+
+
 def test_generated_and_independent_masking_parameters():
     gen = MetaTasNet(**SMALL)
     ind = MetaTasNet(**SMALL, generated=False)
