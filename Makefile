@@ -83,6 +83,10 @@ DRY ?=
 gpu-check: install ## One-shot GPU check: every recipe fp32/bf16 on 1 and all GPUs, validation 1 vs N, BSS Eval on the GPU; writes gpu-check/report.{json,md} [DRY=1: CPU, tiny sizes]
 	$(PY) benchmarks/gpu_check.py $(if $(DRY),--dry) --out gpu-check
 
+REHEARSE ?=
+rehearse: install ## Paper-scale rehearsal of every recipe on generated real-shape data (CPU): train steps, whole-item validation, test, export, zoo.load, zoo separate; writes rehearse/report.json and BENCHMARKS.md's table [REHEARSE="libri2mix_pit musdb18_umx"]
+	$(PY) benchmarks/rehearse.py --out rehearse $(if $(REHEARSE),--recipes $(REHEARSE))
+
 ORACLE_RECIPE ?= libri2mix_pit
 oracle: install ## Oracle-mask reference rows (IBM, IRM, Wiener-like, mixture; AudioSlots' 0.5 s clips) through a recipe's test: mini Libri2Mix + MUSDB18, or [DATA= ORACLE_RECIPE=]
 	$(if $(DATA),$(VENV)/bin/zoo oracle $(ORACLE_RECIPE) --data $(DATA),$(VENV)/bin/zoo oracle libri2mix_pit && $(VENV)/bin/zoo oracle musdb18_umx --n-fft 4096 --hop 1024 && $(VENV)/bin/zoo oracle libri2mix_audioslots --kinds ibm wiener --chunk-seconds 0.5)
@@ -93,4 +97,4 @@ leaderboard: install ## Regenerate LEADERBOARD.md (+ .csv, .png) from results/**
 clean: ## Remove logs, caches and build files (keeps results/, .venv and data/)
 	rm -rf lightning_logs .pytest_cache .ruff_cache build dist
 
-.PHONY: help ffmpeg install test test-slow lint recipe recipes bench bench-install gpu-check leaderboard oracle clean
+.PHONY: help ffmpeg install test test-slow lint recipe recipes bench bench-install gpu-check rehearse leaderboard oracle clean

@@ -322,6 +322,18 @@ def replace_section(text: str, title: str, section: str) -> str:
     return head + section + ("\n## " + tail[1] if len(tail) > 1 else "")
 
 
+def section_of(text: str, title: str) -> str | None:
+    """The section of ``text`` that starts at ``title`` (up to the next ``## `` heading)."""
+    if title not in text:
+        return None
+    rest = text.split(title, 1)[1].split("\n## ", 1)[0]
+    return title + rest.rstrip("\n") + "\n"
+
+
+# Sections other scripts write into the same file (kept when `make bench` rewrites it)
+KEPT = ("## Paper-scale rehearsal",)
+
+
 def render(loss_rows, model_rows, sep_rows=()) -> str:
     lines = [
         "# Benchmarks",
@@ -419,6 +431,10 @@ def main() -> None:
         print(r, flush=True)
     sep_rows = separate_cases() if not a.skip_separate else []
     text = render(loss_rows, model_rows, sep_rows)
+    old = Path(a.out).read_text() if Path(a.out).exists() else ""
+    for title in KEPT:  # `make rehearse`'s table stays
+        if (kept := section_of(old, title)) is not None:
+            text = replace_section(text, title, kept)
     Path(a.out).write_text(replace_section(text, BSS_TITLE, render_bsseval(bsseval_cases())))
     print(f"wrote {a.out}")
 
