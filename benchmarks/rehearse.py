@@ -116,6 +116,8 @@ class RehearsalProbe(L.Callback):
 
     def on_train_start(self, trainer, module):
         self.r["batch_size"] = trainer.datamodule.batch_size
+        self.r["sample_rate"] = module.backbone.sample_rate
+        self.r["params"] = sum(p.numel() for p in module.parameters())
         self._start()
 
     def on_train_batch_start(self, trainer, module, batch, idx):
@@ -185,27 +187,17 @@ def one(name: str, roots_json: str, work: Path) -> dict:
     from zoo.hub.api import load
     from zoo.run.recipe import load_recipe
     from zoo.run.separate import separate_file
-    from zoo.run.train import instantiate, resolve
 
-    torch.set_num_threads(int(os.environ.get("ZOO_REHEARSE_THREADS", torch.get_num_threads())))
     roots = {k: Path(v) for k, v in json.loads(roots_json).items()}
     results = work / "results"
     probe = work / f"{name}.probe.json"
-    music = load_recipe(name).mini_dataset == "musdb18-mini"
-    # the paper configuration: its rate decides which Libri2Mix folder it reads
-    paper = instantiate(
-        resolve(
-            name,
-            data=str(roots["music" if music else "libri8000"]),
-            results=work / "resolve",
-            prepare_data=False,
-        )
-    )
-    rate, paper_batch = paper.model.backbone.sample_rate, paper.datamodule.batch_size
-    params = sum(p.numel() for p in paper.model.parameters())
-    del paper
-    shutil.rmtree(work / "resolve", ignore_errors=True)
-    root = roots["music"] if music else roots["libri16000" if rate == 16000 else "libri8000"]
+    recipe = load_recipe(name)
+    config = recipe.merged(False)  # the paper configuration, as the run resolves it
+    music = recipe.mini_dataset == "musdb18-mini"
+    paper_batch = config["data"]["init_args"]["batch_size"]
+    # Libri2Mix is read at the backbone's rate (every Libri2Mix recipe states it)
+    stated = config["model"]["backbone"].get("init_args", {}).get("sample_rate")
+    root = roots["music"] if music else roots["libri16000" if stated == 16000 else "libri8000"]
     overrides = [
         "--trainer.max_epochs=1",
         f"--trainer.limit_train_batches={STEPS}",
@@ -221,7 +213,7 @@ def one(name: str, roots_json: str, work: Path) -> dict:
     ]
     if name in BATCH:
         overrides.append(f"--data.init_args.batch_size={BATCH[name]}")
-    if music:  # the generated songs' validation split; 2 of the 4 workers are enough here
+    if music:  # the generated songs' validation split
         overrides += ["--data.init_args.setup_file=mini_setup.yaml"]
     else:  # the generated set has train-100 only
         overrides += ["--data.init_args.train_subset=train-100"]
@@ -231,6 +223,7 @@ def one(name: str, roots_json: str, work: Path) -> dict:
     metrics = run_recipe(name, data=str(root), overrides=overrides, results=results, fresh=True)
     wall = time.perf_counter() - t0
     r = json.loads(probe.read_text())
+    rate = r["sample_rate"]
     model = results / name / "model"
     t1 = time.perf_counter()
     sep = load(model)
@@ -249,7 +242,7 @@ def one(name: str, roots_json: str, work: Path) -> dict:
     steps = r["step_s"][1:] or r["step_s"]
     return {
         "recipe": name,
-        "params": params,
+        "params": r["params"],
         "sample_rate": rate,
         "paper_batch": paper_batch,
         "batch": r.get("batch_size"),
