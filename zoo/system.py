@@ -55,6 +55,13 @@ def check_compatible(backbone: Backbone, data: SeparationData) -> None:
             f"{backbone.audio_channels} (model.backbone.init_args): use a backbone for "
             f"{data.audio_channels}-channel input"
         )
+    train_channels = data.train_channels or data.audio_channels
+    if backbone.audio_channels is not None and backbone.audio_channels != train_channels:
+        raise IncompatibleDataError(
+            f"the data train on {train_channels}-channel items (data.init_args.random_channel) "
+            f"but {arch} takes {backbone.audio_channels}: set random_channel: false, or use a "
+            "backbone that separates channels independently"
+        )
     if backbone.ordered:
         if data.source_names is None or list(data.source_names) != list(backbone.sources):
             raise IncompatibleDataError(

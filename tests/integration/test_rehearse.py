@@ -35,8 +35,10 @@ def test_rehearsal_runs_every_recipe_at_paper_scale(tmp_path):
             assert r["test_item_s"] == pytest.approx(report["test_seconds"], abs=0.01), name
         else:  # a whole 20-35 s utterance tested
             assert r["test_item_s"] >= 20, name
-        if load_recipe(name).merged(False)["model"]["backbone"]["class_path"].endswith(
-            "Autoencoder"
+        if (
+            load_recipe(name)
+            .merged(False)["model"]["backbone"]["class_path"]
+            .endswith("Autoencoder")
         ):  # the reference row reads the true sources: zoo separate refuses it
             assert r["separate_s"] is None, name
         else:

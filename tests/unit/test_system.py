@@ -126,3 +126,15 @@ def test_results_record_the_protocol(tiny_libri2mix, tmp_path):
     assert result["oracle_stitch_si_sdri"] == pytest.approx(
         sum(float(r["oracle_stitch_si_sdri"]) for r in rows) / len(rows)
     )
+
+
+def test_mono_training_items_are_refused_for_a_stereo_only_backbone(tiny_musdb, tmp_path):
+    from zoo.backbones import OpenUnmix
+    from zoo.data.musdb18 import MUSDB18DataModule
+    from zoo.losses import FixedOrderLoss
+
+    dm = MUSDB18DataModule(str(tiny_musdb), setup_file="mini_setup.yaml", random_channel=True)
+    umx = OpenUnmix(n_fft=256, hop=64, hidden_size=8, bandwidth=None)
+    system = SeparationSystem(umx, FixedOrderLoss())
+    with pytest.raises(IncompatibleDataError, match=r"1-channel items .*random_channel: false"):
+        _fit(system, dm, tmp_path)

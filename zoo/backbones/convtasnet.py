@@ -47,6 +47,8 @@ class ConvTasNet(Backbone):
         mixture_consistency: project the outputs so that they sum to the input mixture.
         sources: names of the outputs (music: ordered targets, matched fixed); ``None``:
             anonymous outputs (speech), matched by PIT.
+        checkpoint_blocks: recompute the TCN blocks' activations in the backward pass instead
+            of keeping them (same values; for long music segments, see ``layers.run_block``).
         framing: ``asteroid`` (no padding; the tail that does not fill a frame is zero in the
             output, as Asteroid) or ``torchaudio`` (input right-padded to the hop and convolved
             with a hop of padding on both ends, as torchaudio's ``ConvTasNet``).
@@ -74,6 +76,7 @@ class ConvTasNet(Backbone):
         mixture_consistency: bool = False,
         sources: list[str] | None = None,
         framing: str = "asteroid",
+        checkpoint_blocks: bool = False,
     ):
         super().__init__()
         if sources is not None and len(sources) != n_src:
@@ -107,6 +110,7 @@ class ConvTasNet(Backbone):
             mask_act,
             repeat_skips,
             block_scales,
+            checkpoint_blocks=checkpoint_blocks,
         )
         self.decoder = decoder
 
@@ -129,8 +133,10 @@ class ConvTasNet(Backbone):
             if rest:
                 x = torch.nn.functional.pad(x, (0, self.stride - rest))
         w = self.encoder(x)  # (B*C, N, frames)
-        masks = self.masker(w)  # (B*C, S, N, frames)
-        y = self.decoder(masks * w.unsqueeze(1))  # (B*C, S, T')
+        # the masks are not kept in a variable: at inference they are freed once applied, so the
+        # decoder does not run with a second (S, N, frames) tensor alive (with TCN.forward's
+        # tail: 183 -> 154 MiB peak on a 10 s mixture, torchaudio's, BENCHMARKS.md)
+        y = self.decoder(self.masker(w) * w.unsqueeze(1))  # (B*C, S, N, frames) -> (B*C, S, T')
         y = torch.nn.functional.pad(y, (0, t - y.shape[-1])) if y.shape[-1] < t else y[..., :t]
         est = y.reshape(b, c, self.n_src, t).transpose(1, 2)  # (B, S, C, T)
         if self.use_mixture_consistency:

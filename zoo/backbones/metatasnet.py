@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from ..dsp import BinMoments, resample_differentiable
 from .base import Backbone
+from .layers import run_block
 
 __all__ = ["MetaTasNet"]
 
@@ -128,8 +129,10 @@ class _TCNBlock(nn.Module):
 class _MaskTCN(nn.Module):
     """Masking network of all instruments at once: ``(B, S, N_in, T')`` → softmax masks."""
 
-    def __init__(self, n, e1, e2, n_in, n_out, bn, hid, layers, stacks, kernel, generated):
+    def __init__(self, n, e1, e2, n_in, n_out, bn, hid, layers, stacks, kernel, generated,
+                 checkpoint_blocks=False):  # fmt: skip
         super().__init__()
+        self.checkpoint_blocks = checkpoint_blocks
         self.act_in, self.norm_in = nn.PReLU(), _InstrumentNorm(n, e1, e2, n_in, generated)
         self.conv_in = _InstrumentConv(n, e1, e2, n_in, bn, generated=generated)
         self.act_bn, self.norm_bn = nn.PReLU(), _InstrumentNorm(n, e1, e2, bn, generated)
@@ -148,7 +151,7 @@ class _MaskTCN(nn.Module):
         x = self.norm_bn(emb, self.act_bn(x))
         skips = 0.0
         for block in self.blocks:
-            res, skip = block(emb, x)
+            res, skip = run_block(block, emb, x, checkpoint=self.checkpoint_blocks)
             x, skips = (x if res is None else x + res), skips + skip
         m = self.conv_out(emb, self.norm_skip(emb, self.act_skip(skips)))
         return torch.softmax(self.norm_out(emb, self.act_out(m)), dim=1)  # over instruments
@@ -218,13 +221,15 @@ class _Decoder(nn.Module):
 
 class _Stage(nn.Module):
     def __init__(self, n_inst, sr, n, kernel, stride, bn, hid, e1, e2, layers, stacks, conv_k,
-                 filters, mels, partial, generated):  # fmt: skip
+                 filters, mels, partial, generated, checkpoint_blocks=False):  # fmt: skip
         super().__init__()
         self.sample_rate, self.n = sr, n
         self.encoder = _Encoder(n, kernel, stride, filters, mels, sr)
         self.decoder = _Decoder(n, kernel, stride, filters)
         n_in = n + n // 2 if partial else n
-        self.mask = _MaskTCN(n_inst, e1, e2, n_in, n, bn, hid, layers, stacks, conv_k, generated)
+        self.mask = _MaskTCN(
+            n_inst, e1, e2, n_in, n, bn, hid, layers, stacks, conv_k, generated, checkpoint_blocks
+        )  # fmt: skip
         self.embedding = nn.Embedding(n_inst, e1) if generated else None
 
     def forward(self, mix: Tensor, hidden: Tensor | None):
@@ -275,6 +280,8 @@ class MetaTasNet(Backbone):
             SI-SNR. Ours, not the paper's.
         dissimilarity_weight, similarity_weight, reconstruction_weight: auxiliary loss weights
             <3.0, 2.0, 0.05>.
+        checkpoint_blocks: recompute the masking TCN blocks' activations in the backward pass
+            instead of keeping them (same values and gradients; ours, for memory).
 
     Shape:
         ``(B, C, T)`` at ``sample_rate`` → ``(B, S, C, T)`` (channels separated independently).
@@ -304,6 +311,7 @@ class MetaTasNet(Backbone):
         similarity_weight: float = 2.0,
         reconstruction_weight: float = 0.05,
         rescale_to_mixture: bool = True,
+        checkpoint_blocks: bool = False,
     ):
         super().__init__()
         for c in (n_filters, bn_chan, hid_chan):
@@ -334,6 +342,7 @@ class MetaTasNet(Backbone):
                 mels,
                 i > 0,
                 generated,
+                checkpoint_blocks,
             )  # fmt: skip
             for i in range(n_stages)
         )

@@ -107,6 +107,8 @@ class MusdbTrainDataset(Dataset):
         gain_range: uniform random gain per source; ``None``: none.
         channel_swap: swap left/right per source with probability 0.5.
         sample_rate: resample to this rate (``None``: the dataset's 44.1 kHz).
+        random_channel: mono items: each source keeps one of its channels, drawn per source
+            (the Meta-TasNet authors' training, ``dataset.py``'s ``random_channels``).
     """
 
     def __init__(
@@ -119,7 +121,9 @@ class MusdbTrainDataset(Dataset):
         gain_range: tuple[float, float] | None = (0.25, 1.25),
         channel_swap: bool = True,
         sample_rate: int | None = None,
+        random_channel: bool = False,
     ):
+        self.random_channel = random_channel
         self.tracks, self.targets, self.segment = list(tracks), tuple(targets), segment
         self.samples_per_track, self.random_track_mix = samples_per_track, random_track_mix
         self.gain_range, self.channel_swap, self.sample_rate = gain_range, channel_swap, sample_rate
@@ -143,6 +147,9 @@ class MusdbTrainDataset(Dataset):
                 x = x * rng.uniform(*self.gain_range)
             if self.channel_swap and x.shape[0] == 2 and rng.random() < 0.5:
                 x = x.flip(0)
+            if self.random_channel:
+                c = rng.randrange(x.shape[0])
+                x = x[c : c + 1]
             sources[s] = resample(x, track.rate, self.sample_rate)
         mix = sum(sources.values())
         ref = _targets(sources, self.targets)
@@ -191,6 +198,9 @@ class MUSDB18DataModule(SeparationData):
         samples_per_track: training items per track and epoch (Open-Unmix: 64).
         random_track_mix, gain_range, channel_swap: the augmentations (see
             :class:`MusdbTrainDataset`).
+        random_channel: train on mono items, one random channel per source (Meta-TasNet's
+            training); validation and test stay stereo, each channel separated on its own, so
+            only channel-independent backbones take it (``train_channels`` is then 1).
         val_seconds: validate on the first N seconds of each validation track (``None``: all).
         batch_size: training batch size (Open-Unmix: 16).
         num_workers: data loading processes.
@@ -215,6 +225,7 @@ class MUSDB18DataModule(SeparationData):
         num_workers: int = 0,
         test_split: str = "test",
         limit_test_items: int | None = None,
+        random_channel: bool = False,
     ):
         super().__init__()
         unknown = [t for t in targets if t not in TARGETS]
@@ -232,6 +243,8 @@ class MUSDB18DataModule(SeparationData):
         self.n_src = len(self.targets)
         self.source_names = list(self.targets)
         self.audio_channels = 2
+        self.random_channel = random_channel
+        self.train_channels = 1 if random_channel else 2
         self.dataset_name = "MUSDB18-HQ" if is_wav else "MUSDB18"
 
     def _db(self, subset: str, split: str | None):
@@ -248,6 +261,7 @@ class MUSDB18DataModule(SeparationData):
                 self.gain_range,
                 self.channel_swap,
                 self.sample_rate,
+                self.random_channel,
             )
         if stage in ("fit", "validate", None):
             self.val_set = MusdbEvalDataset(

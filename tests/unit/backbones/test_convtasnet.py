@@ -126,3 +126,19 @@ def test_norms_equal_their_definition(norm, dims):
     var = x.var(dims, keepdim=True, unbiased=False)
     expect = (x - mean) / torch.sqrt(var + 1e-8) * layer.gamma[:, None] + layer.beta[:, None]
     torch.testing.assert_close(layer(x), expect, atol=1e-5, rtol=1e-5)
+
+
+def test_checkpointed_blocks_give_the_same_outputs_and_gradients():
+    torch.manual_seed(0)
+    tiny = dict(n_filters=16, bn_chan=8, hid_chan=16, skip_chan=8, n_blocks=2, n_repeats=2)
+    plain = ConvTasNet(n_src=2, **tiny)
+    ckpt = ConvTasNet(n_src=2, **tiny, checkpoint_blocks=True)
+    ckpt.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 1, 800)
+    for model in (plain, ckpt):
+        model(x).square().mean().backward()
+    torch.testing.assert_close(ckpt(x), plain(x))
+    for (n, a), (_, b) in zip(plain.named_parameters(), ckpt.named_parameters(), strict=True):
+        torch.testing.assert_close(b.grad, a.grad, msg=n)
+    with torch.no_grad():  # inference keeps nothing to recompute: the plain path
+        torch.testing.assert_close(ckpt(x), plain(x))

@@ -129,3 +129,22 @@ def test_input_stats_standardise_each_stage_log_spectrogram():
         torch.testing.assert_close(z.mean(1), torch.zeros(z.shape[0]), atol=1e-4, rtol=0)
         torch.testing.assert_close(z.std(1), torch.ones(z.shape[0]), atol=1e-4, rtol=0)
     assert "stages.0.encoder.spec_mean" in model.state_dict()  # exported with the weights
+
+
+def test_checkpointed_blocks_give_the_same_outputs_and_gradients():
+    torch.manual_seed(0)
+    plain = MetaTasNet(**SMALL).train()
+    ckpt = MetaTasNet(**SMALL, checkpoint_blocks=True).train()
+    ckpt.load_state_dict(plain.state_dict())
+    x = torch.randn(1, 1, 3200)
+    ref = torch.randn(1, 4, 1, 3200)
+    grads = []
+    for model in (plain, ckpt):
+        est = model(x)
+        loss = (est - ref).square().mean() + model.auxiliary_loss(ref)
+        loss.backward()
+        grads.append({n: p.grad for n, p in model.named_parameters()})
+    torch.testing.assert_close(plain(x), ckpt(x))
+    assert grads[0].keys() == grads[1].keys() and all(v is not None for v in grads[1].values())
+    for n in grads[0]:
+        torch.testing.assert_close(grads[1][n], grads[0][n], msg=n)

@@ -95,3 +95,41 @@ def test_datamodule_names_a_broken_audio_file(tiny_musdb, tmp_path):
         dm.setup("test")
         for i in range(len(dm.test_set)):
             dm.test_set[i]
+
+
+def test_random_channel_gives_mono_items_one_random_channel_per_source(tiny_musdb):
+    """Meta-TasNet's training: each source of a mono item is one channel of its stereo stem."""
+    dm = MUSDB18DataModule(
+        root=str(tiny_musdb),
+        setup_file="mini_setup.yaml",
+        segment=0.5,
+        samples_per_track=4,
+        random_track_mix=False,
+        gain_range=None,
+        channel_swap=False,
+        random_channel=True,
+    )
+    dm.setup("fit")
+    assert (dm.audio_channels, dm.train_channels) == (2, 1)  # evaluation stays stereo
+    assert dm.val_set[0]["mix"].shape[0] == 2
+    picked, stems = set(), {}
+    for i in range(4):
+        item = dm.train_set[i]
+        assert item["mix"].shape == (1, 22050) and item["ref"].shape == (4, 1, 22050)
+        torch.testing.assert_close(item["mix"], item["ref"].sum(0))
+        track = dm.train_set.tracks[i // 4]
+        for s, mono in zip(dm.targets, item["ref"][:, 0].numpy(), strict=True):
+            if (track.name, s) not in stems:
+                stems[track.name, s] = sf.read(track.sources[s].path, dtype="float32")[0].T
+            stem = stems[track.name, s]  # (2, T)
+            k = int(np.abs(mono[:-64]).argmax())  # a loud stretch: few chance matches
+            window = np.lib.stride_tricks.sliding_window_view(stem, 64, axis=1)
+            hits = np.argwhere((window == mono[k : k + 64]).all(-1))  # (channel, offset)
+            channels = {
+                int(c)
+                for c, o in hits
+                if o >= k and np.array_equal(stem[c, o - k : o - k + 22050], mono)
+            }
+            assert len(channels) == 1, f"{s} of item {i} is not one channel of its stem"
+            picked |= channels
+    assert picked == {0, 1}  # both channels get drawn
