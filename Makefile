@@ -87,6 +87,10 @@ REHEARSE ?=
 rehearse: install ## Paper-scale rehearsal of every recipe on generated real-shape data (CPU): train steps, whole-item validation, test, export, zoo.load, zoo separate; writes rehearse/report.json and BENCHMARKS.md's table [REHEARSE="libri2mix_pit musdb18_umx"]
 	$(PY) benchmarks/rehearse.py --out rehearse $(if $(REHEARSE),--recipes $(REHEARSE))
 
+bench-data: install ## Data loading throughput of every recipe's paper datamodule (items/s per worker, with/without MUSDB augmentations) against a FLOP-estimated GPU step: workers per GPU; writes BENCHMARKS.md's section [REHEARSE="musdb18_umx"]
+	MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=68719476736 MALLOC_TOP_PAD_=1073741824 \
+		$(PY) benchmarks/data_throughput.py $(if $(REHEARSE),--recipes $(REHEARSE))
+
 ORACLE_RECIPE ?= libri2mix_pit
 oracle: install ## Oracle-mask reference rows (IBM, IRM, Wiener-like, mixture; AudioSlots' 0.5 s clips) through a recipe's test: mini Libri2Mix + MUSDB18, or [DATA= ORACLE_RECIPE=]
 	$(if $(DATA),$(VENV)/bin/zoo oracle $(ORACLE_RECIPE) --data $(DATA),$(VENV)/bin/zoo oracle libri2mix_pit && $(VENV)/bin/zoo oracle musdb18_umx --n-fft 4096 --hop 1024 && $(VENV)/bin/zoo oracle libri2mix_audioslots --kinds ibm wiener --chunk-seconds 0.5)
@@ -97,4 +101,4 @@ leaderboard: install ## Regenerate LEADERBOARD.md (+ .csv, .png) from results/**
 clean: ## Remove logs, caches and build files (keeps results/, .venv and data/)
 	rm -rf lightning_logs .pytest_cache .ruff_cache build dist
 
-.PHONY: help ffmpeg install test test-slow lint recipe recipes bench bench-install gpu-check rehearse leaderboard oracle clean
+.PHONY: help ffmpeg install test test-slow lint recipe recipes bench bench-install gpu-check rehearse bench-data leaderboard oracle clean

@@ -334,7 +334,7 @@ def section_of(text: str, title: str) -> str | None:
 
 
 # Sections other scripts write into the same file (kept when `make bench` rewrites it)
-KEPT = ("## Paper-scale rehearsal",)
+KEPT = ("## Paper-scale rehearsal", "## Data loading throughput")
 
 
 def render(loss_rows, model_rows, sep_rows=()) -> str:
@@ -448,7 +448,7 @@ def main() -> None:
     sep_rows = separate_cases() if not a.skip_separate else []
     text = render(loss_rows, model_rows, sep_rows)
     old = Path(a.out).read_text() if Path(a.out).exists() else ""
-    for title in KEPT:  # `make rehearse`'s table stays
+    for title in KEPT:  # `make rehearse`'s and `make bench-data`'s tables stay
         if (kept := section_of(old, title)) is not None:
             text = replace_section(text, title, kept)
     Path(a.out).write_text(replace_section(text, BSS_TITLE, render_bsseval(bsseval_cases())))
