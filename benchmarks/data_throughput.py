@@ -146,10 +146,13 @@ def render(rows: list[dict], tflops: float, assumed: bool) -> str:
         f"{torch.__version__}. Each recipe's paper datamodule (segment, augmentations, batch) on "
         "the rehearsal's generated data in the real on-disk formats (20-35 s Libri2Mix "
         "utterances, 180 s 44.1 kHz stereo MUSDB18-HQ wav songs): training items per second "
-        "that one loader worker draws (CPU, this machine). The GPU step time is an **estimate "
-        f"from FLOPs**, not a measurement: 3 x forward FLOPs x batch at {how}; `make gpu-check` "
-        "measures it on a GPU. Workers per GPU = ceil(items the step consumes per second / "
-        "items per second per worker).",
+        "that one loader worker draws (CPU, this machine, files in the page cache: a cold disk "
+        "or network storage reads slower). The GPU step time is an **estimate from FLOPs**, not "
+        f"a measurement: 3 x forward FLOPs x batch at {how}; `make gpu-check` measures it on a "
+        "GPU. Workers per GPU = ceil(items the step consumes per second / items per second per "
+        "worker). For the small spectrogram networks (the U-Nets, Open-Unmix) kernel launches "
+        "and the STFT, not FLOPs, set the step time, so their estimated steps are lower bounds "
+        "and their worker counts upper bounds.",
         "",
         "| recipe | batch | segment s | items/s per worker | items/s no augmentation | "
         "forward GFLOP per item | est. GPU step s | items/s needed | workers per GPU |",

@@ -43,3 +43,22 @@ def test_rehearsal_runs_every_recipe_at_paper_scale(tmp_path):
             assert r["separate_s"] is None, name
         else:
             assert r["separated"] == len(r["sources"]) and r["separate_s"] > 0, name
+
+
+@pytest.mark.slow
+def test_data_throughput_bench_reports_every_column(tmp_path):
+    """`make bench-data` on one speech and one music recipe (augmented and plain MUSDB items)."""
+    script = SCRIPT.parent / "data_throughput.py"
+    cmd = [sys.executable, str(script), "--data", str(tmp_path), "--no-write", "--items", "2"]
+    run = subprocess.run(
+        [*cmd, "--repeats", "1", "--recipes", "libri2mix_pit", "musdb18_umx"],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = [json.loads(line.split(" (")[0]) for line in run.stdout.splitlines() if line[:1] == "{"]
+    assert [r["recipe"] for r in rows] == ["libri2mix_pit", "musdb18_umx"]
+    for r in rows:
+        assert r["items_per_s"] > 0 and r["gflops_per_item_fwd"] > 0 and r["workers"] >= 1
+    assert rows[0]["segment_s"] == 3.0 and rows[1]["segment_s"] == 6.0  # the papers' segments
+    assert "items_per_s_no_aug" in rows[1] and "items_per_s_no_aug" not in rows[0]
