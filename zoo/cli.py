@@ -45,6 +45,14 @@ def _show_lines(items) -> None:
     print("\n".join(str(x) for x in (items if isinstance(items, list) else [items])))
 
 
+def _show_export(r: dict) -> None:
+    print(
+        f"{r['path']}: {r['architecture']} at {r['sample_rate']} Hz, sources "
+        f"{', '.join(r['sources'])}; onnxruntime vs PyTorch max abs error "
+        f"{r['max_abs_error']:.1e} on {tuple(r['checked_shape'])}"
+    )
+
+
 def _show_rows(rows: list[dict]) -> None:
     for r in rows:
         _show_results(r)
@@ -56,6 +64,7 @@ COMMANDS: dict[str, tuple[str, Callable | None, dict, bool]] = {
     "recipes": ("zoo.run.recipe:available_recipes", _show_lines, {}, False),
     "prepare": ("zoo.run.prepare:prepare", None, {}, False),
     "export": ("zoo.run.export:export_checkpoint", _show_lines, {"out_dir": ["-o"]}, False),
+    "export-onnx": ("zoo.run.onnx:export_onnx", _show_export, {"out": ["-o"]}, False),
     "list": ("zoo.hub.registry:list_models", _show_list, {}, False),
     "download": ("zoo.hub.registry:download", _show_lines, {}, False),
     "separate": (

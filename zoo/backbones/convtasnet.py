@@ -127,17 +127,20 @@ class ConvTasNet(Backbone):
             raise ValueError(f"ConvTasNet expects (batch, channels, time), got {tuple(mix.shape)}")
         b, c, t = mix.shape
         x = mix.reshape(b * c, 1, t)  # (B*C, 1, T)
+        # Shape arithmetic without branches on the length, so that an exported graph (ONNX,
+        # torch.export) keeps a dynamic time axis.
         if self.framing == "torchaudio":  # right-pad so that the frames tile the input exactly
-            odd = self.kernel_size % 2
-            rest = (t - odd) % self.stride
-            if rest:
-                x = torch.nn.functional.pad(x, (0, self.stride - rest))
+            rest = (t - self.kernel_size % 2) % self.stride
+            x = torch.nn.functional.pad(x, (0, (self.stride - rest) % self.stride))
         w = self.encoder(x)  # (B*C, N, frames)
         # the masks are not kept in a variable: at inference they are freed once applied, so the
         # decoder does not run with a second (S, N, frames) tensor alive (with TCN.forward's
         # tail: 183 -> 154 MiB peak on a 10 s mixture, torchaudio's, BENCHMARKS.md)
         y = self.decoder(self.masker(w) * w.unsqueeze(1))  # (B*C, S, N, frames) -> (B*C, S, T')
-        y = torch.nn.functional.pad(y, (0, t - y.shape[-1])) if y.shape[-1] < t else y[..., :t]
+        if self.framing == "torchaudio":  # the padded frames reach past the input
+            y = y[..., :t]
+        else:  # the samples after the last whole frame: zeros, as Asteroid
+            y = torch.nn.functional.pad(y, (0, (t - self.kernel_size) % self.stride))
         est = y.reshape(b, c, self.n_src, t).transpose(1, 2)  # (B, S, C, T)
         if self.use_mixture_consistency:
             est = mixture_consistency(est, mix)

@@ -1,0 +1,96 @@
+"""``zoo export-onnx``: graphs that onnxruntime runs as PyTorch does, on any batch and length."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from zoo.cli import main
+from zoo.hub import registry
+from zoo.hub.api import load
+from zoo.hub.format import export_model
+from zoo.run.onnx import ExportError, export_onnx
+
+ort = pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+
+
+def _tiny(name: str) -> str:
+    """A packaged tiny random model's folder (no download, no cache)."""
+    return registry._source_url(f"package:tiny/{name}")[len("file://") :]
+
+
+def _run(path, x):
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["mixture"]
+    assert [o.name for o in session.get_outputs()] == ["sources"]
+    return torch.from_numpy(session.run(["sources"], {"mixture": x.numpy()})[0])
+
+
+def _trained(tmp_path, tiny_convtasnet):
+    """A tiny TDCN++ after 20 Adam steps of PIT-free reconstruction on random mixtures (its
+    weights are no longer the initial ones), exported in the zoo format."""
+    torch.manual_seed(0)
+    args = dict(n_src=2, norm="fLN", repeat_skips=True, block_scales=True, mask_act="sigmoid")
+    model = tiny_convtasnet(**args, mixture_consistency=True)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(20):
+        s = torch.randn(4, 2, 1, 1600)
+        loss = (model(s.sum(1)) - s).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    from tests.conftest import TINY_CONVTASNET
+
+    config = {"class_path": "zoo.backbones.ConvTasNet", "init_args": {**TINY_CONVTASNET, **args}}
+    config["init_args"]["mixture_consistency"] = True
+    return export_model(model, config, tmp_path / "trained")
+
+
+@pytest.mark.parametrize("which", ["convtasnet-tiny-random", "trained"])
+def test_exported_graph_equals_pytorch_on_any_batch_and_length(which, tmp_path, tiny_convtasnet):
+    model = str(_trained(tmp_path, tiny_convtasnet)) if which == "trained" else _tiny(which)
+    out = tmp_path / "model.onnx"
+    record = export_onnx(model, out)
+    assert out.is_file() and record["max_abs_error"] <= 1e-4
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert meta["zoo.sample_rate"] == "8000" and meta["zoo.sources"] == "s1,s2"
+    backbone = load(model).backbone
+    for shape in [(1, 1, 8000), (3, 1, 4321), (2, 1, 12345)]:  # dynamic batch and time axes
+        x = torch.randn(*shape)
+        got = _run(out, x)
+        with torch.no_grad():
+            want = backbone(x)
+        assert got.shape == want.shape == (shape[0], 2, 1, shape[2])
+        assert (got - want).abs().max() <= 1e-4
+
+
+def test_existing_file_is_never_replaced_and_bad_names_are_refused(tmp_path):
+    out = tmp_path / "model.onnx"
+    out.write_bytes(b"mine")
+    with pytest.raises(ExportError, match="exists: pass --overwrite"):
+        export_onnx(_tiny("convtasnet-tiny-random"), out)
+    assert out.read_bytes() == b"mine"
+    with pytest.raises(ExportError, match=r"must end in \.onnx"):
+        export_onnx(_tiny("convtasnet-tiny-random"), tmp_path / "model.bin")
+    export_onnx(_tiny("tdcnpp-tiny-random"), out, overwrite=True)
+    assert out.read_bytes() != b"mine" and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_backbone_that_does_not_export_yet_says_why_in_one_line(tmp_path, capsys):
+    out = tmp_path / "umx.onnx"
+    with pytest.raises(ExportError, match="OpenUnmix does not export to ONNX yet: torch.export"):
+        export_onnx(str(FIXTURES / "openunmix_tiny"), out)
+    assert not out.exists()
+    assert main(["export-onnx", str(FIXTURES / "openunmix_tiny"), "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "exportable: Conv-TasNet, TDCN++" in err
+
+
+def test_cli_writes_the_graph_and_reports_the_check(tmp_path, capsys):
+    out = tmp_path / "m.onnx"
+    assert main(["export-onnx", _tiny("convtasnet-tiny-random"), "-o", str(out)]) == 0
+    line = capsys.readouterr().out
+    assert str(out) in line and "max abs error" in line and out.is_file()
