@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..dsp import RealSTFT
 from .base import Backbone
 
 __all__ = ["SpectrogramUNet"]
@@ -78,6 +79,7 @@ class SpectrogramUNet(Backbone):
             self.decoder.append(nn.Sequential(*layers))
             prev = ch
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+        self.real_stft: RealSTFT | None = None  # use_real_stft(): the exported graphs' path
 
     def masks(self, mag: Tensor) -> Tensor:
         """``(N, 1, F, frames)`` magnitudes (F and frames multiples of 2^depth) → sigmoid masks
@@ -101,20 +103,29 @@ class SpectrogramUNet(Backbone):
             )
         b, c, t = mix.shape
         x = mix.reshape(b * c, t)
-        spec = torch.stft(x, self.n_fft, self.hop, window=self.window, return_complex=True)
-        f, frames = spec.shape[-2:]
+        if self.real_stft is None:
+            spec = torch.stft(x, self.n_fft, self.hop, window=self.window, return_complex=True)
+            mag = spec.abs()
+        else:  # exported graphs: real and imaginary parts as two real tensors
+            real, imag = self.real_stft.stft(x)
+            mag = (real.square() + imag.square()).sqrt()
+        f, frames = mag.shape[-2:]
         unit = 2**self.depth
         n_bins = (f - 1) // unit * unit  # 513 -> 512: the top bin is left out (and zeroed)
-        n_frames = -(-frames // unit) * unit
-        mag = spec.abs()[:, None, :n_bins]  # (N, 1, F', frames)
-        mag = nn.functional.pad(mag, (0, n_frames - frames))
+        n_frames = (frames + unit - 1) // unit * unit
+        mag = nn.functional.pad(mag[:, None, :n_bins], (0, n_frames - frames))  # (N, 1, F', fr)
         m = self.masks(mag)[..., :frames]  # (N, S, F', frames)
         m = nn.functional.pad(m, (0, 0, 0, f - n_bins))  # bins above the U-Net get mask 0
-        est = torch.istft(
-            (spec[:, None] * m).reshape(-1, f, frames),
-            self.n_fft,
-            self.hop,
-            window=self.window,
-            length=t,
-        )
+        if self.real_stft is None:
+            masked = (spec[:, None] * m).reshape(-1, f, frames)
+            est = torch.istft(masked, self.n_fft, self.hop, window=self.window, length=t)
+        else:
+            re, im = (part[:, None] * m for part in (real, imag))
+            est = self.real_stft.istft(re.reshape(-1, f, frames), im.reshape(-1, f, frames), t)
         return est.reshape(b, c, self.n_src, t).transpose(1, 2)  # (B, S, C, T)
+
+    def use_real_stft(self, on: bool = True) -> SpectrogramUNet:
+        """Compute the STFT and its inverse as real-valued convolutions (:class:`RealSTFT`), as
+        ONNX export needs; the outputs equal the complex path's within float32 rounding."""
+        self.real_stft = RealSTFT(self.n_fft, self.hop, self.window) if on else None
+        return self

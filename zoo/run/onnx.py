@@ -9,10 +9,11 @@ architecture are stored in the graph's metadata (``metadata_props``).
 Export goes through ``torch.onnx.export(dynamo=True)`` (torch.export, then the ONNX translation);
 the exported graph is then run in onnxruntime on an input of another length than the example and
 compared with PyTorch (``max_abs_error`` in the returned record; over ``tolerance`` the file is
-not kept). What exports today (README, "Export"): Conv-TasNet and TDCN++. The spectrogram
-networks and Meta-TasNet do not yet: torch.export specialises their length-dependent code (STFT
-framing, chunking, resampling), and each refuses in one line here instead of writing a graph that
-only runs at the example's length.
+not kept). What exports today (README, "Export"): Conv-TasNet, TDCN++ and the spectrogram U-Net
+(its STFT as real-valued convolutions, :class:`zoo.dsp.RealSTFT`: ONNX has no complex tensors).
+Open-Unmix, AudioSlots and Meta-TasNet do not yet: torch.export specialises their
+length-dependent code (STFT framing, chunking, resampling), and each refuses in one line here
+instead of writing a graph that only runs at the example's length.
 """
 
 from __future__ import annotations
@@ -26,14 +27,12 @@ __all__ = ["ExportError", "export_onnx", "EXPORTABLE"]
 
 # backbone class -> why not, for those that do not export yet (checked before any tracing)
 NOT_YET = {
-    "SpectrogramUNet": "its complex STFT has no ONNX translation yet (a real-valued STFT path is "
-    "the planned fix)",
     "OpenUnmix": "torch.export specialises its batch and length (STFT framing and the LSTM layout)",
     "AudioSlots": "torch.export specialises its length (clip chunking and slot alignment)",
     "AudioSlotsCarry": "torch.export specialises its length (clip chunking)",
     "MetaTasNet": "torch.export specialises its length (the stages' resampling and padding)",
 }
-EXPORTABLE = ("ConvTasNet",)  # Conv-TasNet and TDCN++ (one class)
+EXPORTABLE = ("ConvTasNet", "SpectrogramUNet")  # Conv-TasNet and TDCN++ are one class
 
 
 class ExportError(ValueError):
@@ -90,8 +89,11 @@ def export_onnx(
     if kind not in EXPORTABLE:
         why = NOT_YET.get(kind, "it is not among the backbones checked for export")
         raise ExportError(
-            f"{model}: {kind} does not export to ONNX yet: {why}; exportable: Conv-TasNet, TDCN++"
+            f"{model}: {kind} does not export to ONNX yet: {why}; exportable: Conv-TasNet, "
+            "TDCN++, U-Net"
         )
+    if hasattr(backbone, "use_real_stft"):  # ONNX has no complex tensors
+        backbone.use_real_stft()
     _needs()
     import onnx
     import onnxruntime as ort

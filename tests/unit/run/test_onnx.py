@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from zoo.backbones import SpectrogramUNet
 from zoo.cli import main
 from zoo.hub import registry
 from zoo.hub.api import load
@@ -86,7 +87,7 @@ def test_a_backbone_that_does_not_export_yet_says_why_in_one_line(tmp_path, caps
     assert not out.exists()
     assert main(["export-onnx", str(FIXTURES / "openunmix_tiny"), "-o", str(out)]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "exportable: Conv-TasNet, TDCN++" in err
+    assert len(err.splitlines()) == 1 and "exportable: Conv-TasNet, TDCN++, U-Net" in err
 
 
 def test_cli_writes_the_graph_and_reports_the_check(tmp_path, capsys):
@@ -94,3 +95,28 @@ def test_cli_writes_the_graph_and_reports_the_check(tmp_path, capsys):
     assert main(["export-onnx", _tiny("convtasnet-tiny-random"), "-o", str(out)]) == 0
     line = capsys.readouterr().out
     assert str(out) in line and "max abs error" in line and out.is_file()
+
+
+def test_unet_exports_through_the_real_valued_stft(tmp_path):
+    torch.manual_seed(0)
+    unet = SpectrogramUNet(n_src=2, sample_rate=8192, n_fft=256, hop=64, channels=(4, 8)).eval()
+    x = torch.randn(2, 1, 5000)
+    with torch.no_grad():
+        complex_path = unet(x)
+        real_path = unet.use_real_stft()(x)
+    assert (real_path - complex_path).abs().max() <= 1e-5  # the two STFT paths agree
+    unet.use_real_stft(False)
+    config = {
+        "class_path": "zoo.backbones.SpectrogramUNet",
+        "init_args": dict(n_src=2, sample_rate=8192, n_fft=256, hop=64, channels=[4, 8]),
+    }
+    folder = export_model(unet, config, tmp_path / "unet")
+    record = export_onnx(str(folder), tmp_path / "unet.onnx")
+    assert record["max_abs_error"] <= 1e-4
+    backbone = load(folder).backbone  # the complex path, as PyTorch runs it
+    for shape in [(1, 1, 8192), (3, 1, 3001)]:
+        x = torch.randn(*shape)
+        with torch.no_grad():
+            want = backbone(x)
+        got = _run(tmp_path / "unet.onnx", x)
+        assert got.shape == want.shape and (got - want).abs().max() <= 1e-4
