@@ -49,7 +49,8 @@ def _show_export(r: dict) -> None:
     print(
         f"{r['path']}: {r['architecture']} at {r['sample_rate']} Hz, sources "
         f"{', '.join(r['sources'])}; onnxruntime vs PyTorch max abs error "
-        f"{r['max_abs_error']:.1e} on {tuple(r['checked_shape'])}"
+        f"{r['max_abs_error']:.1e} on {', '.join(str(tuple(x)) for x in r['checked_shapes'])} "
+        f"({r['exporter']} exporter)" + "".join(f"; {n}" for n in r["notes"])
     )
 
 

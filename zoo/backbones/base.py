@@ -36,6 +36,10 @@ Optional hooks, with no-op defaults here:
   (the last zero-padded), so the system can also score the paper protocol that orders each
   chunk's outputs with the references (``oracle_stitch``, always labelled). Default: ``None``
   (no chunk protocols); ``separate_chunks`` then calls ``forward`` chunk by chunk.
+* ``real_stft`` (attribute) and :meth:`Backbone.use_real_stft`: a spectrogram backbone that
+  sets ``self.real_stft = None`` and has ``n_fft``, ``hop`` and ``window`` can compute its STFT
+  and iSTFT as real-valued convolutions (:class:`zoo.dsp.RealSTFT`) once ``use_real_stft()`` is
+  called; ``zoo export-onnx`` does so (ONNX has no complex tensors). Default: no such path.
 """
 
 from __future__ import annotations
@@ -96,6 +100,16 @@ class Backbone(nn.Module):
             raise ContractError(f"{type(self).__name__} has no test_chunk to cut inputs into")
         for _, _, piece in iter_chunks(mix, self.test_chunk):
             yield self(piece)
+
+    def use_real_stft(self, on: bool = True) -> Backbone:
+        """Switch the STFT / iSTFT to real-valued convolutions (``on``) or back to torch's
+        complex ones; outputs agree within float32 rounding (tested per backbone)."""
+        if not hasattr(self, "real_stft"):
+            raise ContractError(f"{type(self).__name__} has no real-valued STFT path")
+        from ..dsp import RealSTFT
+
+        self.real_stft = RealSTFT(self.n_fft, self.hop, self.window) if on else None
+        return self
 
     def check_contract(self) -> None:
         """Raise :class:`ContractError` naming what is missing or inconsistent."""

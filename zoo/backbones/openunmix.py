@@ -244,6 +244,7 @@ class OpenUnmix(Backbone):
         self.sources = list(sources) + (["residual"] if residual else [])
         self.n_src = len(self.sources)
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+        self.real_stft = None  # use_real_stft(): the exported graphs' path (base.py)
 
     def stft(self, x: Tensor) -> Tensor:
         """``(..., T)`` → complex ``(..., F, frames)`` (centred, reflect padding)."""
@@ -280,6 +281,8 @@ class OpenUnmix(Backbone):
                 f"OpenUnmix takes (batch, {self.audio_channels} channels, time), got "
                 f"{tuple(mix.shape)}"
             )
+        if self.real_stft is not None:
+            return self._forward_real(mix)
         mags, spec = self.magnitudes(mix)  # (B, S, C, F, N), (B, C, F, N)
         niter = 0 if self.training else self.niter
         mags = mags.permute(0, 4, 3, 2, 1)  # (B, N, F, C, S)
@@ -308,6 +311,28 @@ class OpenUnmix(Backbone):
             length=mix.shape[-1],
         )
         return wav.reshape(*est.shape[:3], -1)  # (B, S, C, T)
+
+
+    def _forward_real(self, mix: Tensor, eps: float = 1e-10) -> Tensor:
+        """The separator without the Wiener EM (``niter=0``, what ``wiener`` gives with no
+        iterations) on real tensors only, for exported graphs: each target's magnitudes with
+        the mixture's phase (or soft masks), the optional residual, the iSTFT."""
+        b, c, t = mix.shape
+        re, im = self.real_stft.stft(mix.reshape(b * c, t))  # (B*C, F, N) each
+        re, im = re.reshape(b, c, *re.shape[-2:]), im.reshape(b, c, *im.shape[-2:])
+        mag = (re.square() + im.square()).sqrt()
+        mags = torch.stack([m(mag) for m in self.target_models.values()], 1)  # (B, S, C, F, N)
+        if self.softmask:
+            gain = mags / (eps + mags.sum(1, keepdim=True))
+        else:  # |y| e^{i angle(x)} = |y| x / |x|; the networks' outputs are 0 where |x| is
+            gain = mags / mag.clamp_min(1e-30)[:, None]
+        y_re, y_im = gain * re[:, None], gain * im[:, None]
+        if self.residual:
+            y_re = torch.cat([y_re, re[:, None] - y_re.sum(1, keepdim=True)], 1)
+            y_im = torch.cat([y_im, im[:, None] - y_im.sum(1, keepdim=True)], 1)
+        f, frames = re.shape[-2:]
+        wav = self.real_stft.istft(y_re.reshape(-1, f, frames), y_im.reshape(-1, f, frames), t)
+        return wav.reshape(b, self.n_src, c, t)
 
 
 def umxhq(**kwargs) -> OpenUnmix:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..dsp import RealSTFT
 from .base import Backbone
 
 __all__ = ["SpectrogramUNet"]
@@ -79,7 +78,7 @@ class SpectrogramUNet(Backbone):
             self.decoder.append(nn.Sequential(*layers))
             prev = ch
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
-        self.real_stft: RealSTFT | None = None  # use_real_stft(): the exported graphs' path
+        self.real_stft = None  # use_real_stft(): the exported graphs' path (base.py)
 
     def masks(self, mag: Tensor) -> Tensor:
         """``(N, 1, F, frames)`` magnitudes (F and frames multiples of 2^depth) → sigmoid masks
@@ -123,9 +122,3 @@ class SpectrogramUNet(Backbone):
             re, im = (part[:, None] * m for part in (real, imag))
             est = self.real_stft.istft(re.reshape(-1, f, frames), im.reshape(-1, f, frames), t)
         return est.reshape(b, c, self.n_src, t).transpose(1, 2)  # (B, S, C, T)
-
-    def use_real_stft(self, on: bool = True) -> SpectrogramUNet:
-        """Compute the STFT and its inverse as real-valued convolutions (:class:`RealSTFT`), as
-        ONNX export needs; the outputs equal the complex path's within float32 rounding."""
-        self.real_stft = RealSTFT(self.n_fft, self.hop, self.window) if on else None
-        return self

@@ -6,14 +6,16 @@ returns ``sources``, ``(B, S, C, T)``; batch and length are dynamic axes. It is 
 (``zoo separate`` does them for PyTorch models). The model's sample rate, output names and
 architecture are stored in the graph's metadata (``metadata_props``).
 
-Export goes through ``torch.onnx.export(dynamo=True)`` (torch.export, then the ONNX translation);
-the exported graph is then run in onnxruntime on an input of another length than the example and
-compared with PyTorch (``max_abs_error`` in the returned record; over ``tolerance`` the file is
-not kept). What exports today (README, "Export"): Conv-TasNet, TDCN++ and the spectrogram U-Net
-(its STFT as real-valued convolutions, :class:`zoo.dsp.RealSTFT`: ONNX has no complex tensors).
-Open-Unmix, AudioSlots and Meta-TasNet do not yet: torch.export specialises their
-length-dependent code (STFT framing, chunking, resampling), and each refuses in one line here
-instead of writing a graph that only runs at the example's length.
+Export goes through ``torch.onnx.export(dynamo=True)`` (torch.export, then the ONNX translation)
+and, where torch.export cannot yet trace the network with a dynamic length (Open-Unmix's LSTM),
+the TorchScript tracer. Every graph is run in onnxruntime on inputs of other batch sizes and
+lengths than the example and compared with PyTorch's own path (complex STFT) before it is kept
+(``max_abs_error`` in the returned record; over ``tolerance``, or a graph that kept the example's
+shapes, and the file is not written). Spectrogram networks run their STFT as real-valued
+convolutions in the graph (:class:`zoo.dsp.RealSTFT`: ONNX has no complex tensors). What exports
+(README, "Export"): Conv-TasNet, TDCN++, the spectrogram U-Net, Open-Unmix without its Wiener EM
+(recorded in the graph's ``zoo.notes``). AudioSlots and Meta-TasNet do not yet: their clip
+chunking / stage resampling specialise the length in both tracers; they refuse in one line.
 """
 
 from __future__ import annotations
@@ -27,12 +29,15 @@ __all__ = ["ExportError", "export_onnx", "EXPORTABLE"]
 
 # backbone class -> why not, for those that do not export yet (checked before any tracing)
 NOT_YET = {
-    "OpenUnmix": "torch.export specialises its batch and length (STFT framing and the LSTM layout)",
     "AudioSlots": "torch.export specialises its length (clip chunking and slot alignment)",
     "AudioSlotsCarry": "torch.export specialises its length (clip chunking)",
     "MetaTasNet": "torch.export specialises its length (the stages' resampling and padding)",
 }
-EXPORTABLE = ("ConvTasNet", "SpectrogramUNet")  # Conv-TasNet and TDCN++ are one class
+EXPORTABLE = ("ConvTasNet", "SpectrogramUNet", "OpenUnmix")  # Conv-TasNet, TDCN++: one class
+# The exporters tried in turn. torch.export (torch 2.11) stops on a data-dependent guard inside
+# nn.LSTM with a dynamic length, after ~90 s on the tiny Open-Unmix: it goes straight to the
+# TorchScript tracer.
+EXPORTERS = {"OpenUnmix": ("torchscript",)}
 
 
 class ExportError(ValueError):
@@ -64,13 +69,14 @@ def export_onnx(
         model: what ``zoo.load`` takes: a zoo model folder, a peer's checkpoint, a registry name.
         out: the ``.onnx`` file to write.
         tolerance: largest absolute difference allowed between onnxruntime's and PyTorch's
-            outputs on a random input of another length than the traced one.
+            outputs on random inputs of other batch sizes and lengths than the traced one.
         overwrite: replace ``out`` if it exists (never done otherwise).
         opset: ONNX opset version.
 
     Returns:
-        ``path``, ``sample_rate``, ``sources``, ``architecture``, ``max_abs_error``,
-        ``checked_shape``.
+        ``path``, ``sample_rate``, ``sources``, ``architecture``, ``exporter`` (``dynamo`` or
+        ``torchscript``), ``notes`` (what the graph leaves out), ``max_abs_error``,
+        ``checked_shapes``.
     """
     from ..hub.api import load
 
@@ -90,60 +96,55 @@ def export_onnx(
         why = NOT_YET.get(kind, "it is not among the backbones checked for export")
         raise ExportError(
             f"{model}: {kind} does not export to ONNX yet: {why}; exportable: Conv-TasNet, "
-            "TDCN++, U-Net"
+            "TDCN++, U-Net, Open-Unmix"
         )
-    if hasattr(backbone, "use_real_stft"):  # ONNX has no complex tensors
-        backbone.use_real_stft()
     _needs()
     import onnx
-    import onnxruntime as ort
-    from torch.export import Dim
 
+    notes = []
+    if getattr(backbone, "niter", 0):  # Open-Unmix: the graph is the separator before the EM
+        notes.append(f"Wiener EM not in the graph (niter {backbone.niter} -> 0: target magnitudes "
+                     "with the mixture phase)")  # fmt: skip
+        backbone.niter = 0
     channels = sep.audio_channels or 1
     gen = torch.Generator().manual_seed(0)
     # batch 2 and 1.5 s: torch.export specialises sizes 0 and 1, so the example avoids them
     example = torch.randn(2, channels, int(1.5 * sep.sample_rate), generator=gen)
-    shapes = ({0: Dim("batch"), 2: Dim("time", min=max(64, 4 * _min_length(backbone)))},)
+    # checked on other batches and lengths than the example's: a graph that kept the example's
+    # shapes fails here
+    checks = [torch.randn(b, channels, int(f * sep.sample_rate) + 7, generator=gen)
+              for b, f in ((1, 1.3), (3, 0.7))]  # fmt: skip
+    with torch.no_grad():  # PyTorch's own path (complex STFT), before the export switch
+        wants = [backbone(x) for x in checks]
+    if hasattr(backbone, "real_stft"):  # ONNX has no complex tensors
+        backbone.use_real_stft()
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    reasons = []
     try:
-        with torch.no_grad():
-            program = torch.onnx.export(
-                backbone,
-                (example,),
-                input_names=["mixture"],
-                output_names=["sources"],
-                dynamic_shapes=shapes,
-                opset_version=opset,
-                dynamo=True,
-                verbose=False,
-            )
-        program.save(str(tmp))
+        for exporter in EXPORTERS.get(kind, ("dynamo", "torchscript")):
+            try:
+                _export(backbone, example, tmp, exporter, opset)
+            except Exception as exc:  # noqa: BLE001 - the next exporter is tried, then reported
+                reasons.append(f"{exporter}: {type(exc).__name__}: {_first_line(exc)}")
+                continue
+            err, why = _compare(tmp, checks, wants, tolerance)
+            if why is None:
+                break
+            reasons.append(f"{exporter}: {why}")
+        else:
+            raise ExportError(f"{model}: {kind} did not export: {'; '.join(reasons)}")
         graph = onnx.load(str(tmp))
         meta = {
             "zoo.sample_rate": str(sep.sample_rate),
             "zoo.sources": ",".join(sep.sources),
             "zoo.architecture": backbone.architecture,
             "zoo.audio_channels": str(sep.audio_channels or "any"),
+            "zoo.exporter": exporter,
+            "zoo.notes": "; ".join(notes),
         }
         for key, value in meta.items():
             graph.metadata_props.add(key=key, value=value)
         onnx.save(graph, str(tmp))
-        check = torch.randn(1, channels, int(1.3 * sep.sample_rate) + 7, generator=gen)
-        session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-        got = torch.from_numpy(session.run(["sources"], {"mixture": check.numpy()})[0])
-        with torch.no_grad():
-            want = backbone(check)
-        if got.shape != want.shape:
-            raise ExportError(
-                f"{model}: the ONNX graph gives {tuple(got.shape)} for {tuple(check.shape)}, "
-                f"PyTorch {tuple(want.shape)}: not written"
-            )
-        err = float((got - want).abs().max())
-        if err > tolerance:
-            raise ExportError(
-                f"{model}: onnxruntime differs from PyTorch by {err:.2e} (> --tolerance "
-                f"{tolerance:g}): not written"
-            )
         tmp.replace(out)
     finally:
         tmp.unlink(missing_ok=True)
@@ -152,9 +153,69 @@ def export_onnx(
         "sample_rate": sep.sample_rate,
         "sources": list(sep.sources),
         "architecture": backbone.architecture,
+        "exporter": exporter,
+        "notes": notes,
         "max_abs_error": err,
-        "checked_shape": list(check.shape),
+        "checked_shapes": [list(x.shape) for x in checks],
     }
+
+
+def _export(backbone, example, path: Path, exporter: str, opset: int) -> None:
+    """Write the ONNX graph of ``backbone`` traced on ``example`` with dynamic batch and time:
+    ``dynamo`` (torch.export, then the ONNX translation), or the older TorchScript tracer, which
+    handles what torch.export cannot yet (an LSTM over a dynamic length)."""
+    import warnings
+
+    names = dict(input_names=["mixture"], output_names=["sources"], opset_version=opset)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporters' deprecation and tracer chatter
+        if exporter == "dynamo":
+            from torch.export import Dim
+
+            time = Dim("time", min=max(64, 4 * _min_length(backbone)))
+            program = torch.onnx.export(
+                backbone,
+                (example,),
+                dynamic_shapes=({0: Dim("batch"), 2: time},),
+                dynamo=True,
+                verbose=False,
+                **names,
+            )
+            program.save(str(path))
+        else:
+            axes = {"mixture": {0: "batch", 2: "time"}, "sources": {0: "batch", 3: "time"}}
+            torch.onnx.export(
+                backbone, (example,), str(path), dynamic_axes=axes, dynamo=False, **names
+            )
+
+
+def _compare(path: Path, checks, wants, tolerance: float) -> tuple[float, str | None]:
+    """Largest difference between onnxruntime and PyTorch over the check inputs, and why the
+    graph is refused (``None``: it is not)."""
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        gots = [session.run(["sources"], {"mixture": x.numpy()})[0] for x in checks]
+    except Exception as exc:  # noqa: BLE001 - a graph that does not run is refused
+        return float("inf"), f"onnxruntime failed on another shape: {_first_line(exc)}"
+    err = 0.0
+    for x, got, want in zip(checks, gots, wants, strict=True):
+        got = torch.from_numpy(got)
+        if got.shape != want.shape:
+            return float("inf"), (
+                f"the graph gives {tuple(got.shape)} for {tuple(x.shape)}, PyTorch "
+                f"{tuple(want.shape)}"
+            )
+        err = max(err, float((got - want).abs().max()))
+    if err > tolerance:
+        return err, f"onnxruntime differs from PyTorch by {err:.2e} (> --tolerance {tolerance:g})"
+    return err, None
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else "")[:200]
 
 
 def _min_length(backbone) -> int:

@@ -266,3 +266,19 @@ def test_fresh_fit_initialises_input_stats_from_training_batches(tmp_path):
     torch.testing.assert_close(got.input_mean, want.input_mean, atol=2e-3, rtol=0)
     torch.testing.assert_close(got.input_scale, want.input_scale, atol=2e-3, rtol=0)
     assert fit(0).target_models["vocals"].input_mean.abs().max() < 2e-3  # left at zero
+
+
+@pytest.mark.parametrize(
+    "variant", [{}, {"softmask": True}, {"residual": True, "sources": ["vocals"]}]
+)
+def test_real_valued_stft_path_equals_the_separator_without_em(variant):
+    """The exported graphs' path (real tensors only) computes niter=0's ratio masking."""
+    torch.manual_seed(0)
+    model = OpenUnmix(n_fft=256, hop=64, hidden_size=8, bandwidth=None, niter=0, **variant)
+    model.eval()
+    x = torch.randn(2, 2, 5000)
+    with torch.no_grad():
+        want = model(x)
+        got = model.use_real_stft()(x)
+    assert got.shape == want.shape == (2, model.n_src, 2, 5000)
+    assert (got - want).abs().max() <= 1e-5

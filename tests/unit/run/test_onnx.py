@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from zoo.backbones import SpectrogramUNet
+from zoo.backbones import AudioSlots, SpectrogramUNet
 from zoo.cli import main
 from zoo.hub import registry
 from zoo.hub.api import load
@@ -81,20 +81,44 @@ def test_existing_file_is_never_replaced_and_bad_names_are_refused(tmp_path):
 
 
 def test_a_backbone_that_does_not_export_yet_says_why_in_one_line(tmp_path, capsys):
-    out = tmp_path / "umx.onnx"
-    with pytest.raises(ExportError, match="OpenUnmix does not export to ONNX yet: torch.export"):
-        export_onnx(str(FIXTURES / "openunmix_tiny"), out)
+    from tests.unit.backbones.test_audioslots import SMALL
+
+    torch.manual_seed(0)
+    config = {"class_path": "zoo.backbones.AudioSlots", "init_args": dict(SMALL)}
+    folder = export_model(AudioSlots(**SMALL), config, tmp_path / "slots")
+    out = tmp_path / "slots.onnx"
+    with pytest.raises(ExportError, match="AudioSlots does not export to ONNX yet: torch.export"):
+        export_onnx(str(folder), out)
     assert not out.exists()
-    assert main(["export-onnx", str(FIXTURES / "openunmix_tiny"), "-o", str(out)]) == 2
+    assert main(["export-onnx", str(folder), "-o", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "exportable: Conv-TasNet, TDCN++, U-Net" in err
+
+
+def test_open_unmix_exports_without_its_wiener_em_and_says_so(tmp_path):
+    folder = FIXTURES / "openunmix_tiny"
+    sep = load(folder)
+    assert sep.backbone.niter > 0  # the published separators run one EM iteration
+    record = export_onnx(str(folder), tmp_path / "umx.onnx")
+    assert record["exporter"] == "torchscript"  # torch.export cannot trace the LSTM yet
+    assert "Wiener EM not in the graph" in record["notes"][0]
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "umx.onnx")).metadata_props}
+    assert "Wiener EM not in the graph" in meta["zoo.notes"]
+    backbone = sep.backbone
+    backbone.niter = 0  # what the graph computes: ratio masks with the mixture phase
+    x = torch.randn(2, 2, 30000)
+    with torch.no_grad():
+        want = backbone(x)  # the complex STFT path
+    got = _run(tmp_path / "umx.onnx", x)
+    assert got.shape == want.shape and (got - want).abs().max() <= 1e-4
 
 
 def test_cli_writes_the_graph_and_reports_the_check(tmp_path, capsys):
     out = tmp_path / "m.onnx"
     assert main(["export-onnx", _tiny("convtasnet-tiny-random"), "-o", str(out)]) == 0
     line = capsys.readouterr().out
-    assert str(out) in line and "max abs error" in line and out.is_file()
+    assert str(out) in line and "max abs error" in line and "dynamo exporter" in line
+    assert out.is_file()
 
 
 def test_unet_exports_through_the_real_valued_stft(tmp_path):
