@@ -3,7 +3,8 @@ shapes, through the path a user runs, on the CPU.
 
 Usage::
 
-    make rehearse                       # all recipes; writes rehearse/report.json and the
+    make rehearse                       # all recipes; writes rehearse/report.json, the tracked
+                                        # benchmarks/rehearse-report.json and the
                                         # "Paper-scale rehearsal" table of BENCHMARKS.md
     python benchmarks/rehearse.py --recipes libri2mix_pit musdb18_umx --no-write
 

@@ -48,7 +48,7 @@ def _show_lines(items) -> None:
 def _show_export(r: dict) -> None:
     print(
         f"{r['path']}: {r['architecture']} at {r['sample_rate']} Hz, sources "
-        f"{', '.join(r['sources'])}; onnxruntime vs PyTorch max abs error "
+        f"{', '.join(r['sources'])}; exported vs PyTorch max abs error "
         f"{r['max_abs_error']:.1e} on {', '.join(str(tuple(x)) for x in r['checked_shapes'])} "
         f"({r['exporter']} exporter)" + "".join(f"; {n}" for n in r["notes"])
     )
@@ -66,6 +66,12 @@ COMMANDS: dict[str, tuple[str, Callable | None, dict, bool]] = {
     "prepare": ("zoo.run.prepare:prepare", None, {}, False),
     "export": ("zoo.run.export:export_checkpoint", _show_lines, {"out_dir": ["-o"]}, False),
     "export-onnx": ("zoo.run.onnx:export_onnx", _show_export, {"out": ["-o"]}, False),
+    "export-torchscript": (
+        "zoo.run.onnx:export_torchscript",
+        _show_export,
+        {"out": ["-o"]},
+        False,
+    ),
     "list": ("zoo.hub.registry:list_models", _show_list, {}, False),
     "download": ("zoo.hub.registry:download", _show_lines, {}, False),
     "separate": (

@@ -1,4 +1,4 @@
-"""``zoo export-onnx``: a model as an ONNX graph for deployment runtimes.
+"""``zoo export-onnx`` / ``zoo export-torchscript``: a model for deployment runtimes.
 
 The graph takes ``mixture``, a ``(B, C, T)`` float32 waveform at the model's sample rate, and
 returns ``sources``, ``(B, S, C, T)``; batch and length are dynamic axes. It is the backbone's
@@ -16,6 +16,9 @@ convolutions in the graph (:class:`zoo.dsp.RealSTFT`: ONNX has no complex tensor
 (README, "Export"): Conv-TasNet, TDCN++, the spectrogram U-Net, Open-Unmix without its Wiener EM
 (recorded in the graph's ``zoo.notes``). AudioSlots and Meta-TasNet do not yet: their clip
 chunking / stage resampling specialise the length in both tracers; they refuse in one line.
+
+``zoo export-torchscript`` writes the same networks as TorchScript files (``torch.jit.trace`` of
+the same export form, checked the same way), loadable with ``torch.jit.load`` alone.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["ExportError", "export_onnx", "EXPORTABLE"]
+__all__ = ["ExportError", "export_onnx", "export_torchscript", "EXPORTABLE"]
 
 # backbone class -> why not, for those that do not export yet (checked before any tracing)
 NOT_YET = {
@@ -56,6 +59,69 @@ def _needs():
         ) from None
 
 
+def _prepare(model: str, out: str | Path, suffix: str, overwrite: bool):
+    """Checks shared by the export formats, then the loaded backbone in its export form, the
+    traced example and the check inputs with PyTorch's own outputs for them."""
+    from ..hub.api import load
+
+    out = Path(out)
+    if out.suffix != suffix:
+        raise ExportError(f"{out}: the output file must end in {suffix}")
+    if out.exists() and not overwrite:
+        raise ExportError(f"{out} exists: pass --overwrite to replace it, or choose another -o")
+    sep = load(model)
+    backbone = sep.backbone.eval()
+    kind = type(backbone).__name__
+    if backbone.needs_sources:
+        raise ExportError(
+            f"{model}: {kind} reads the true sources (a reference row): nothing to deploy"
+        )
+    if kind not in EXPORTABLE:
+        why = NOT_YET.get(kind, "it is not among the backbones checked for export")
+        raise ExportError(
+            f"{model}: {kind} does not export yet: {why}; exportable: Conv-TasNet, TDCN++, "
+            "U-Net, Open-Unmix"
+        )
+    notes = []
+    if getattr(backbone, "niter", 0):  # Open-Unmix: the graph is the separator before the EM
+        notes.append(f"Wiener EM not in the graph (niter {backbone.niter} -> 0: target magnitudes "
+                     "with the mixture phase)")  # fmt: skip
+        backbone.niter = 0
+    channels = sep.audio_channels or 1
+    gen = torch.Generator().manual_seed(0)
+    # batch 2 and 1.5 s: torch.export specialises sizes 0 and 1, so the example avoids them
+    example = torch.randn(2, channels, int(1.5 * sep.sample_rate), generator=gen)
+    # checked on other batches and lengths than the example's: a graph that kept the example's
+    # shapes fails here
+    checks = [torch.randn(b, channels, int(f * sep.sample_rate) + 7, generator=gen)
+              for b, f in ((1, 1.3), (3, 0.7))]  # fmt: skip
+    with torch.no_grad():  # PyTorch's own path (complex STFT), before the export switch
+        wants = [backbone(x) for x in checks]
+    if hasattr(backbone, "real_stft"):  # ONNX has no complex tensors; one path for both formats
+        backbone.use_real_stft()
+    meta = {
+        "zoo.sample_rate": str(sep.sample_rate),
+        "zoo.sources": ",".join(sep.sources),
+        "zoo.architecture": backbone.architecture,
+        "zoo.audio_channels": str(sep.audio_channels or "any"),
+        "zoo.notes": "; ".join(notes),
+    }
+    return out, sep, backbone, kind, notes, example, checks, wants, meta
+
+
+def _record(out: Path, sep, backbone, exporter: str, notes, err: float, checks) -> dict:
+    return {
+        "path": str(out),
+        "sample_rate": sep.sample_rate,
+        "sources": list(sep.sources),
+        "architecture": backbone.architecture,
+        "exporter": exporter,
+        "notes": notes,
+        "max_abs_error": err,
+        "checked_shapes": [list(x.shape) for x in checks],
+    }
+
+
 def export_onnx(
     model: str,
     out: str | Path,
@@ -78,46 +144,12 @@ def export_onnx(
         ``torchscript``), ``notes`` (what the graph leaves out), ``max_abs_error``,
         ``checked_shapes``.
     """
-    from ..hub.api import load
-
-    out = Path(out)
-    if out.suffix != ".onnx":
-        raise ExportError(f"{out}: the output file must end in .onnx")
-    if out.exists() and not overwrite:
-        raise ExportError(f"{out} exists: pass --overwrite to replace it, or choose another -o")
-    sep = load(model)
-    backbone = sep.backbone.eval()
-    kind = type(backbone).__name__
-    if backbone.needs_sources:
-        raise ExportError(
-            f"{model}: {kind} reads the true sources (a reference row): nothing to deploy"
-        )
-    if kind not in EXPORTABLE:
-        why = NOT_YET.get(kind, "it is not among the backbones checked for export")
-        raise ExportError(
-            f"{model}: {kind} does not export to ONNX yet: {why}; exportable: Conv-TasNet, "
-            "TDCN++, U-Net, Open-Unmix"
-        )
     _needs()
     import onnx
 
-    notes = []
-    if getattr(backbone, "niter", 0):  # Open-Unmix: the graph is the separator before the EM
-        notes.append(f"Wiener EM not in the graph (niter {backbone.niter} -> 0: target magnitudes "
-                     "with the mixture phase)")  # fmt: skip
-        backbone.niter = 0
-    channels = sep.audio_channels or 1
-    gen = torch.Generator().manual_seed(0)
-    # batch 2 and 1.5 s: torch.export specialises sizes 0 and 1, so the example avoids them
-    example = torch.randn(2, channels, int(1.5 * sep.sample_rate), generator=gen)
-    # checked on other batches and lengths than the example's: a graph that kept the example's
-    # shapes fails here
-    checks = [torch.randn(b, channels, int(f * sep.sample_rate) + 7, generator=gen)
-              for b, f in ((1, 1.3), (3, 0.7))]  # fmt: skip
-    with torch.no_grad():  # PyTorch's own path (complex STFT), before the export switch
-        wants = [backbone(x) for x in checks]
-    if hasattr(backbone, "real_stft"):  # ONNX has no complex tensors
-        backbone.use_real_stft()
+    out, sep, backbone, kind, notes, example, checks, wants, meta = _prepare(
+        model, out, ".onnx", overwrite
+    )
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     reasons = []
     try:
@@ -127,37 +159,60 @@ def export_onnx(
             except Exception as exc:  # noqa: BLE001 - the next exporter is tried, then reported
                 reasons.append(f"{exporter}: {type(exc).__name__}: {_first_line(exc)}")
                 continue
-            err, why = _compare(tmp, checks, wants, tolerance)
+            err, why = _compare(_onnx_runner(tmp), checks, wants, tolerance)
             if why is None:
                 break
             reasons.append(f"{exporter}: {why}")
         else:
             raise ExportError(f"{model}: {kind} did not export: {'; '.join(reasons)}")
         graph = onnx.load(str(tmp))
-        meta = {
-            "zoo.sample_rate": str(sep.sample_rate),
-            "zoo.sources": ",".join(sep.sources),
-            "zoo.architecture": backbone.architecture,
-            "zoo.audio_channels": str(sep.audio_channels or "any"),
-            "zoo.exporter": exporter,
-            "zoo.notes": "; ".join(notes),
-        }
-        for key, value in meta.items():
+        for key, value in {**meta, "zoo.exporter": exporter}.items():
             graph.metadata_props.add(key=key, value=value)
         onnx.save(graph, str(tmp))
         tmp.replace(out)
     finally:
         tmp.unlink(missing_ok=True)
-    return {
-        "path": str(out),
-        "sample_rate": sep.sample_rate,
-        "sources": list(sep.sources),
-        "architecture": backbone.architecture,
-        "exporter": exporter,
-        "notes": notes,
-        "max_abs_error": err,
-        "checked_shapes": [list(x.shape) for x in checks],
-    }
+    return _record(out, sep, backbone, exporter, notes, err, checks)
+
+
+def export_torchscript(
+    model: str, out: str | Path, tolerance: float = 1e-4, overwrite: bool = False
+) -> dict:
+    """Export a model as a TorchScript file (``torch.jit.trace``), checked against PyTorch.
+
+    The file runs without the zoo (``torch.jit.load(path)(mixture)``: ``(B, C, T)`` →
+    ``(B, S, C, T)``); the rate, sources and notes are in its ``zoo.json`` extra file.
+
+    Args:
+        model: what ``zoo.load`` takes: a zoo model folder, a peer's checkpoint, a registry name.
+        out: the ``.pt`` file to write.
+        tolerance: largest absolute difference allowed between the traced and the original
+            module on random inputs of other batch sizes and lengths than the traced one.
+        overwrite: replace ``out`` if it exists (never done otherwise).
+
+    Returns:
+        as :func:`export_onnx`, ``exporter`` = ``torchscript``.
+    """
+    import json
+    import warnings
+
+    out, sep, backbone, kind, notes, example, checks, wants, meta = _prepare(
+        model, out, ".pt", overwrite
+    )
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the tracer's chatter and TorchScript's deprecation
+            traced = torch.jit.trace(backbone, (example,), check_trace=False)
+            torch.jit.save(traced, str(tmp), _extra_files={"zoo.json": json.dumps(meta)})
+            loaded = torch.jit.load(str(tmp))
+        err, why = _compare(lambda x: loaded(x).numpy(), checks, wants, tolerance)
+        if why is not None:
+            raise ExportError(f"{model}: {kind} did not export: torchscript: {why}")
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return _record(out, sep, backbone, "torchscript", notes, err, checks)
 
 
 def _export(backbone, example, path: Path, exporter: str, opset: int) -> None:
@@ -189,27 +244,31 @@ def _export(backbone, example, path: Path, exporter: str, opset: int) -> None:
             )
 
 
-def _compare(path: Path, checks, wants, tolerance: float) -> tuple[float, str | None]:
-    """Largest difference between onnxruntime and PyTorch over the check inputs, and why the
-    graph is refused (``None``: it is not)."""
+def _onnx_runner(path: Path):
     import onnxruntime as ort
 
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return lambda x: session.run(["sources"], {"mixture": x.numpy()})[0]
+
+
+def _compare(run, checks, wants, tolerance: float) -> tuple[float, str | None]:
+    """Largest difference between the exported module (``run``: tensor in, array out) and
+    PyTorch over the check inputs, and why it is refused (``None``: it is not)."""
     try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        gots = [session.run(["sources"], {"mixture": x.numpy()})[0] for x in checks]
+        with torch.no_grad():
+            gots = [run(x) for x in checks]
     except Exception as exc:  # noqa: BLE001 - a graph that does not run is refused
-        return float("inf"), f"onnxruntime failed on another shape: {_first_line(exc)}"
+        return float("inf"), f"it fails on another shape: {_first_line(exc)}"
     err = 0.0
     for x, got, want in zip(checks, gots, wants, strict=True):
         got = torch.from_numpy(got)
         if got.shape != want.shape:
             return float("inf"), (
-                f"the graph gives {tuple(got.shape)} for {tuple(x.shape)}, PyTorch "
-                f"{tuple(want.shape)}"
+                f"it gives {tuple(got.shape)} for {tuple(x.shape)}, PyTorch {tuple(want.shape)}"
             )
         err = max(err, float((got - want).abs().max()))
     if err > tolerance:
-        return err, f"onnxruntime differs from PyTorch by {err:.2e} (> --tolerance {tolerance:g})"
+        return err, f"it differs from PyTorch by {err:.2e} (> --tolerance {tolerance:g})"
     return err, None
 
 

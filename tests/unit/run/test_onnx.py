@@ -1,5 +1,6 @@
 """``zoo export-onnx``: graphs that onnxruntime runs as PyTorch does, on any batch and length."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from zoo.cli import main
 from zoo.hub import registry
 from zoo.hub.api import load
 from zoo.hub.format import export_model
-from zoo.run.onnx import ExportError, export_onnx
+from zoo.run.onnx import ExportError, export_onnx, export_torchscript
 
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
@@ -87,7 +88,7 @@ def test_a_backbone_that_does_not_export_yet_says_why_in_one_line(tmp_path, caps
     config = {"class_path": "zoo.backbones.AudioSlots", "init_args": dict(SMALL)}
     folder = export_model(AudioSlots(**SMALL), config, tmp_path / "slots")
     out = tmp_path / "slots.onnx"
-    with pytest.raises(ExportError, match="AudioSlots does not export to ONNX yet: torch.export"):
+    with pytest.raises(ExportError, match="AudioSlots does not export yet: torch.export"):
         export_onnx(str(folder), out)
     assert not out.exists()
     assert main(["export-onnx", str(folder), "-o", str(out)]) == 2
@@ -144,3 +145,25 @@ def test_unet_exports_through_the_real_valued_stft(tmp_path):
             want = backbone(x)
         got = _run(tmp_path / "unet.onnx", x)
         assert got.shape == want.shape and (got - want).abs().max() <= 1e-4
+
+
+def test_torchscript_files_run_alone_and_equal_pytorch(tmp_path, capsys):
+    cases = {
+        "convtasnet": _tiny("convtasnet-tiny-random"),
+        "umx": str(FIXTURES / "openunmix_tiny"),
+    }
+    for name, model in cases.items():
+        out = tmp_path / f"{name}.pt"
+        record = export_torchscript(model, out)
+        assert record["max_abs_error"] <= 1e-4 and len(record["checked_shapes"]) == 2
+        extra = {"zoo.json": ""}
+        scripted = torch.jit.load(str(out), _extra_files=extra)  # no zoo code needed
+        assert json.loads(extra["zoo.json"])["zoo.sample_rate"] == str(load(model).sample_rate)
+        backbone = load(model).backbone
+        backbone.niter = 0  # Open-Unmix: the file is the separator without the EM
+        x = torch.randn(2, backbone.audio_channels or 1, 12001)
+        with torch.no_grad():
+            assert (scripted(x) - backbone(x)).abs().max() <= 1e-4
+    again = ["export-torchscript", cases["convtasnet"], "-o", str(tmp_path / "convtasnet.pt")]
+    assert main(again) == 2
+    assert "exists: pass --overwrite" in capsys.readouterr().err
