@@ -24,6 +24,8 @@ the same export form, checked the same way), loadable with ``torch.jit.load`` al
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -109,6 +111,18 @@ def _prepare(model: str, out: str | Path, suffix: str, overwrite: bool):
     return out, sep, backbone, kind, notes, example, checks, wants, meta
 
 
+@contextmanager
+def _written(out: Path) -> Iterator[Path]:
+    """A temporary file beside ``out`` (named after this process) that becomes ``out`` when the
+    block ends without an error; it is removed in any case. Nothing else is touched."""
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _record(out: Path, sep, backbone, exporter: str, notes, err: float, checks) -> dict:
     return {
         "path": str(out),
@@ -150,9 +164,8 @@ def export_onnx(
     out, sep, backbone, kind, notes, example, checks, wants, meta = _prepare(
         model, out, ".onnx", overwrite
     )
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     reasons = []
-    try:
+    with _written(out) as tmp:
         for exporter in EXPORTERS.get(kind, ("dynamo", "torchscript")):
             try:
                 _export(backbone, example, tmp, exporter, opset)
@@ -169,9 +182,6 @@ def export_onnx(
         for key, value in {**meta, "zoo.exporter": exporter}.items():
             graph.metadata_props.add(key=key, value=value)
         onnx.save(graph, str(tmp))
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return _record(out, sep, backbone, exporter, notes, err, checks)
 
 
@@ -199,8 +209,7 @@ def export_torchscript(
     out, sep, backbone, kind, notes, example, checks, wants, meta = _prepare(
         model, out, ".pt", overwrite
     )
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
+    with _written(out) as tmp:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the tracer's chatter and TorchScript's deprecation
             traced = torch.jit.trace(backbone, (example,), check_trace=False)
@@ -209,9 +218,6 @@ def export_torchscript(
         err, why = _compare(lambda x: loaded(x).numpy(), checks, wants, tolerance)
         if why is not None:
             raise ExportError(f"{model}: {kind} did not export: torchscript: {why}")
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return _record(out, sep, backbone, "torchscript", notes, err, checks)
 
 
