@@ -67,9 +67,9 @@ MALLOC = {
 STEPS = 3  # training steps per recipe: the first is warm-up, the rest are timed
 # Per-device batches lowered from the paper's where the paper's does not fit this machine (24
 # GiB), and the waveform music networks with their TCN blocks checkpointed: Conv-TasNet at
-# 44.1 kHz needs 17 GiB at batch 1 (one stereo 4 s item) as it is, 2.3 GiB checkpointed;
-# Meta-TasNet 7.3 GiB for one mono 8 s item, 4.9 GiB checkpointed (forward + backward alone,
-# glibc mmapping from 1 MiB; the table's peaks are higher: whole training steps with the
+# 44.1 kHz took 17.4 GiB in this table at batch 1 (one stereo 4 s item) as it is, 5.4 GiB
+# checkpointed; Meta-TasNet 7.3 GiB for one mono 8 s item, 4.9 GiB checkpointed (forward +
+# backward alone, glibc mmapping from 1 MiB; the table's peaks are higher: whole steps with the
 # optimiser, under MALLOC's keep-freed-memory settings). Every other recipe runs as it is at the
 # paper's batch; the notes name those over LIMIT_GIB with the need.
 BATCH = {"musdb18_convtasnet": 1, "musdb18_metatasnet": 1}
