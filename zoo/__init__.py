@@ -11,3 +11,10 @@ def load(name_or_path, download: bool = False, cache_dir=None):
     from .hub.api import load as _load
 
     return _load(name_or_path, download=download, cache_dir=cache_dir)
+
+
+def stream(model, channels=None, download: bool = False):
+    """A streaming separator of a causal model: see :func:`zoo.streaming.stream`."""
+    from .streaming import stream as _stream
+
+    return _stream(model, channels=channels, download=download)

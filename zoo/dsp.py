@@ -24,6 +24,7 @@ from torch import Tensor
 
 __all__ = [
     "BinMoments",
+    "BlockResampler",
     "RealSTFT",
     "resample",
     "resample_blocks",
@@ -147,6 +148,30 @@ def resample(x: Tensor, orig: float, new: float | None) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(y.T)).reshape(*lead, -1)
 
 
+class BlockResampler:
+    """Resample a ``(C, n)`` stream block by block (soxr's streaming mode): the outputs of
+    consecutive calls concatenate to :func:`resample` of the whole signal; the call with
+    ``last=True`` returns what soxr still holds. Equal rates pass blocks through."""
+
+    def __init__(self, orig: float, new: float, channels: int):
+        self.orig, self.new = _check_rates(orig, new)
+        self.channels = channels
+        self._stream = None
+        if self.orig != self.new:
+            import soxr
+
+            self._stream = soxr.ResampleStream(
+                self.orig, self.new, channels, dtype="float32", quality="HQ"
+            )
+
+    def __call__(self, x: Tensor, last: bool = False) -> Tensor:
+        if self._stream is None:
+            return x
+        piece = x.to("cpu", torch.float32).numpy().T
+        y = self._stream.resample_chunk(np.ascontiguousarray(piece), last=last)
+        return torch.from_numpy(np.ascontiguousarray(y.T)).reshape(self.channels, -1)
+
+
 def resample_blocks(
     x: Tensor, orig: float, new: float, block_seconds: float = 30.0
 ) -> Iterator[Tensor]:
@@ -156,16 +181,13 @@ def resample_blocks(
     if o == n:
         yield x
         return
-    import soxr
-
     c, t = x.shape
-    stream = soxr.ResampleStream(o, n, c, dtype="float32", quality="HQ")
+    stream = BlockResampler(o, n, c)
     block = max(1, int(block_seconds * o))
     for s in range(0, t, block):
-        piece = x[:, s : s + block].to("cpu", torch.float32).numpy().T
-        y = stream.resample_chunk(np.ascontiguousarray(piece), last=s + block >= t)
-        if len(y):
-            yield torch.from_numpy(np.ascontiguousarray(y.T))
+        y = stream(x[:, s : s + block], last=s + block >= t)
+        if y.shape[-1]:
+            yield y
 
 
 def resample_differentiable(x: Tensor, orig: int, new: int) -> Tensor:

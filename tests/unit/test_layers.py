@@ -1,8 +1,8 @@
 """The package's layers import only downwards, and no module imports itself back in a loop.
 
-ground (dsp, matching, inference) <- losses, backbones, data <- eval kernels, hub <- system <-
-run <- cli (and the package's own ``__init__``). Imports inside functions count too: a lazy
-import still ties the two modules together.
+ground (dsp, matching, inference) <- losses, backbones, data <- eval kernels, hub, streaming
+<- system <- run <- cli (and the package's own ``__init__``). Imports inside functions count
+too: a lazy import still ties the two modules together.
 """
 
 import ast
@@ -20,6 +20,7 @@ LAYERS = {
     "zoo.data": 1,
     "zoo.eval": 2,
     "zoo.hub": 2,
+    "zoo.streaming": 2,
     "zoo.system": 3,
     "zoo.run": 4,
     "zoo.cli": 5,

@@ -40,6 +40,11 @@ Optional hooks, with no-op defaults here:
   sets ``self.real_stft = None`` and has ``n_fft``, ``hop`` and ``window`` can compute its STFT
   and iSTFT as real-valued convolutions (:class:`zoo.dsp.RealSTFT`) once ``use_real_stft()`` is
   called; ``zoo export-onnx`` does so (ONNX has no complex tensors). Default: no such path.
+* ``streamer(channels)``: a causal backbone returns a stream object with ``push(block)``
+  (``(C, n)`` input, any ``n`` ≥ 1 → the ``(n_src, C, k)`` output samples no later input can
+  change), ``flush()`` (the rest) and ``latency`` (samples); the streamed outputs equal
+  ``forward`` on the whole input within float32 rounding. :func:`zoo.stream` wraps it.
+  Default: :class:`ContractError` (not streamable).
 """
 
 from __future__ import annotations
@@ -110,6 +115,14 @@ class Backbone(nn.Module):
 
         self.real_stft = RealSTFT(self.n_fft, self.hop, self.window) if on else None
         return self
+
+    def streamer(self, channels: int):
+        """A stream of ``channels``-channel input through this network (causal backbones)."""
+        raise ContractError(
+            f"{self.architecture} cannot run on a stream: its outputs depend on the whole input; "
+            "stream a causal model (ConvTasNet with causal: true, e.g. the libri2mix_pit_causal "
+            "recipe or convtasnet-causal-tiny-random)"
+        )
 
     def check_contract(self) -> None:
         """Raise :class:`ContractError` naming what is missing or inconsistent."""

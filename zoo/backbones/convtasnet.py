@@ -6,10 +6,16 @@ import torch
 from asteroid_filterbanks import make_enc_dec
 from torch import Tensor
 
-from .base import Backbone
+from .base import Backbone, ContractError
 from .layers.tcn import TCN
 
-__all__ = ["ConvTasNet", "conv_tasnet_paper", "tdcnpp_mixit", "mixture_consistency"]
+__all__ = [
+    "ConvTasNet",
+    "ConvTasNetStream",
+    "conv_tasnet_paper",
+    "tdcnpp_mixit",
+    "mixture_consistency",
+]
 
 
 def mixture_consistency(est: Tensor, mix: Tensor) -> Tensor:
@@ -52,6 +58,9 @@ class ConvTasNet(Backbone):
         framing: ``asteroid`` (no padding; the tail that does not fill a frame is zero in the
             output, as Asteroid) or ``torchaudio`` (input right-padded to the hop and convolved
             with a hop of padding on both ends, as torchaudio's ``ConvTasNet``).
+        causal: causal depthwise convs (the paper's causal configuration, with ``norm='cLN'``):
+            no output depends on later input beyond the basis window, and :meth:`streamer`
+            runs the network on a stream, block by block, with the same outputs.
 
     Shape:
         ``(B, C, T)`` → ``(B, n_src, C, T)``.
@@ -77,8 +86,14 @@ class ConvTasNet(Backbone):
         sources: list[str] | None = None,
         framing: str = "asteroid",
         checkpoint_blocks: bool = False,
+        causal: bool = False,
     ):
         super().__init__()
+        if causal and framing != "asteroid":
+            raise ValueError(
+                "causal=True needs framing='asteroid' (torchaudio's framing pads the input on "
+                "both ends, so the first frame would read ahead)"
+            )
         if sources is not None and len(sources) != n_src:
             raise ValueError(f"sources {sources} must name all n_src={n_src} outputs")
         self.n_src = n_src
@@ -111,8 +126,21 @@ class ConvTasNet(Backbone):
             repeat_skips,
             block_scales,
             checkpoint_blocks=checkpoint_blocks,
+            causal=causal,
         )
         self.decoder = decoder
+        self.causal = causal
+
+    def streamer(self, channels: int) -> ConvTasNetStream:
+        """A stream of ``channels``-channel input through this causal network (see
+        :class:`ConvTasNetStream`); the contract's streaming hook."""
+        if not self.causal:
+            raise ContractError(
+                f"this {self.architecture} is not causal (causal: false): its outputs depend on "
+                "the whole input; stream a model trained with causal: true and norm: cLN, e.g. "
+                "by the libri2mix_pit_causal recipe, or convtasnet-causal-tiny-random"
+            )
+        return ConvTasNetStream(self, channels)
 
     @property
     def architecture(self) -> str:
@@ -145,6 +173,73 @@ class ConvTasNet(Backbone):
         if self.use_mixture_consistency:
             est = mixture_consistency(est, mix)
         return est
+
+
+class ConvTasNetStream:
+    """A causal :class:`ConvTasNet` run on a stream: ``push`` blocks of any length, get the
+    output samples that no later input can change, and ``flush`` the rest at the end.
+
+    Every encoder frame is computed once, when its last input sample arrives; the TCN runs on
+    the new frames with the past of each causal convolution kept in a cache
+    (:class:`~zoo.backbones.layers.tcn.ConvCache`); the decoder's overlap-add keeps the
+    ``kernel_size - stride`` samples that the next frame still adds to. Each operation sees the
+    same numbers as in the offline forward, so the concatenated outputs equal
+    ``model(mixture)`` up to float32 rounding (tested for several block sizes).
+
+    Algorithmic latency: ``kernel_size`` samples (a frame is complete only at its last sample);
+    the block size adds its own buffering on top.
+    """
+
+    def __init__(self, net: ConvTasNet, channels: int):
+        self.net, self.channels = net, channels
+        self.hop, self.window = net.stride, net.kernel_size
+        self.caches = net.masker.stream_caches()
+        self.buffer: Tensor | None = None  # input from the first sample not yet output on
+        self.carry: Tensor | None = None  # decoder overlap-add tail (C, S, window - hop)
+
+    @property
+    def latency(self) -> int:
+        """Samples from an input sample's arrival to the last input its output needs."""
+        return self.window
+
+    def _finish(self, y: Tensor, mix: Tensor) -> Tensor:
+        """``(C, S, k)`` decoded samples and their ``(C, 1, k)`` mixture → ``(S, C, k)``."""
+        est = y.transpose(0, 1)  # (S, C, k)
+        if self.net.use_mixture_consistency:
+            est = mixture_consistency(est[None], mix[:, 0][None])[0]
+        return est
+
+    def push(self, block: Tensor) -> Tensor:
+        """``(C, n)`` new input → ``(S, C, k)`` output samples that are ready (``k`` may be 0)."""
+        x = block[:, None]  # (C, 1, n): channels are the batch, as in forward
+        self.buffer = x if self.buffer is None else torch.cat([self.buffer, x], -1)
+        n_frames = (self.buffer.shape[-1] - self.window) // self.hop + 1
+        if n_frames <= 0:
+            return block.new_zeros(self.net.n_src, self.channels, 0)
+        net, ready = self.net, n_frames * self.hop
+        w = net.encoder(self.buffer[..., : (n_frames - 1) * self.hop + self.window])
+        y = net.decoder(net.masker(w, self.caches) * w.unsqueeze(1))  # (C, S, ready + tail)
+        if self.carry is not None:
+            y[..., : self.carry.shape[-1]] += self.carry
+        self.carry = y[..., ready:]
+        out = self._finish(y[..., :ready], self.buffer[..., :ready])
+        self.buffer = self.buffer[..., ready:]
+        return out
+
+    def flush(self) -> Tensor:
+        """The remaining ``(S, C, r)`` samples: the last frames' tail, then zeros for input
+        after the last whole frame (as the offline forward); the stream is then spent."""
+        if self.buffer is None:
+            return torch.zeros(self.net.n_src, self.channels, 0)
+        rest = self.buffer.shape[-1]
+        y = self.buffer.new_zeros(self.channels, self.net.n_src, rest)
+        if self.carry is not None:
+            tail = self.carry[..., :rest]
+            y[..., : tail.shape[-1]] = tail
+        out = self._finish(y, self.buffer)
+        self.buffer, self.carry = None, None
+        self.caches = self.net.masker.stream_caches()
+        return out
 
 
 def conv_tasnet_paper(n_src: int = 2, sample_rate: int = 8000) -> ConvTasNet:

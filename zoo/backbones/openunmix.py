@@ -312,7 +312,6 @@ class OpenUnmix(Backbone):
         )
         return wav.reshape(*est.shape[:3], -1)  # (B, S, C, T)
 
-
     def _forward_real(self, mix: Tensor, eps: float = 1e-10) -> Tensor:
         """The separator without the Wiener EM (``niter=0``, what ``wiener`` gives with no
         iterations) on real tensors only, for exported graphs: each target's magnitudes with

@@ -81,15 +81,20 @@ class Separator(nn.Module):
         the input's channel count, ``length`` samples in all (block-wise: bounded memory)."""
         done = 0
         for piece in resample_blocks(est, self.sample_rate, sample_rate):
-            piece = piece[..., : max(0, length - done)]
-            if piece.shape[0] == 1 and channels > 1:
-                piece = piece.expand(channels, -1)
-            elif piece.shape[0] > 1 and channels == 1:  # a mono input given to a stereo model
-                piece = piece.mean(0, keepdim=True)
+            piece = self.to_channels(piece[..., : max(0, length - done)], channels)
             done += piece.shape[-1]
             yield piece
         if done < length:
             yield torch.zeros(channels, length - done)
+
+    @staticmethod
+    def to_channels(piece: Tensor, channels: int) -> Tensor:
+        """An output ``(C', n)`` at the model's channel count → the input's ``channels``."""
+        if piece.shape[0] == 1 and channels > 1:
+            return piece.expand(channels, -1)
+        if piece.shape[0] > 1 and channels == 1:  # a mono input given to a stereo model
+            return piece.mean(0, keepdim=True)
+        return piece
 
     @torch.inference_mode()
     def separate(

@@ -28,6 +28,22 @@ TINY = {
             "n_repeats": 1,
         },
     },
+    "convtasnet-causal-tiny-random": {
+        "class_path": "zoo.backbones.ConvTasNet",
+        "init_args": {
+            "n_src": 2,
+            "sample_rate": 8000,
+            "n_filters": 16,
+            "kernel_size": 16,
+            "bn_chan": 8,
+            "hid_chan": 16,
+            "skip_chan": 8,
+            "n_blocks": 3,
+            "n_repeats": 1,
+            "norm": "cLN",
+            "causal": True,
+        },
+    },
     "tdcnpp-tiny-random": {
         "class_path": "zoo.backbones.ConvTasNet",
         "init_args": {

@@ -12,6 +12,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
+import torch
+from torch import Tensor
+
 __all__ = ["SeparateError", "separate_file"]
 
 
@@ -43,6 +47,8 @@ def separate_file(
     overlap: float = 0.25,
     download: bool = False,
     overwrite: bool = False,
+    stream: bool = False,
+    block_seconds: float = 0.01,
     quiet: bool = False,
 ) -> list[Path]:
     """Separate audio files of any length with a loadable model; writes
@@ -56,6 +62,10 @@ def separate_file(
         overlap: fraction of a chunk shared with the next.
         download: fetch a registered model that is not in the cache yet.
         overwrite: replace existing output files.
+        stream: run a causal model on the file as a stream (``zoo.stream``): blocks of
+            ``block_seconds`` in, the ready output samples out, as a live input would be
+            processed (the same output as the offline model; ``--chunk`` is not used).
+        block_seconds: the block length read from the file with ``--stream``.
         quiet: no progress bar.
     """
     import soundfile as sf
@@ -71,6 +81,16 @@ def separate_file(
             "sources (forward(mix, sources)); it cannot separate a mixture file: separate with "
             "a separator such as the recipe it is the reference of"
         )
+    if stream:
+        from ..streaming import StreamError
+        from ..streaming import stream as open_stream
+
+        if block_seconds <= 0:
+            raise SeparateError(f"--block-seconds must be > 0, got {block_seconds}")
+        try:
+            open_stream(sep)  # refuses a model that is not causal, before any file is read
+        except StreamError as exc:
+            raise SeparateError(f"{model}: {exc}") from exc
     out = Path(out_dir)
     plans, owners = [], {}
     for path in map(Path, inputs):
@@ -104,6 +124,11 @@ def separate_file(
     for path, targets, plan in plans:
         if not quiet:
             print(f"[zoo] {path}: {plan}", flush=True)
+        if stream:
+            out.mkdir(parents=True, exist_ok=True)
+            _separate_stream(sep, path, targets, block_seconds, quiet)
+            written += targets
+            continue
         wav, sr = load_audio(path)  # (C, T); names the file if unreadable or non-finite
         n_channels, n_frames = wav.shape
         bar = tqdm(total=n_frames, unit="sample", unit_scale=True, desc=path.name, disable=quiet)
@@ -129,3 +154,58 @@ def separate_file(
                 raise
             written.append(target)
     return written
+
+
+def _separate_stream(sep, path: Path, targets: list[Path], block_seconds: float, quiet: bool):
+    """One file through a :class:`zoo.streaming.Stream`: read in blocks, resampled to the
+    model's rate and back block by block, every output file written as its samples are ready."""
+    import soundfile as sf
+    from tqdm import tqdm
+
+    from ..dsp import BlockResampler
+    from ..streaming import stream as open_stream
+
+    info = sf.info(str(path))
+    sr, n_channels, n_frames = info.samplerate, info.channels, info.frames
+    model_channels = sep.prepare(torch.zeros(n_channels, 1), sep.sample_rate).shape[0]
+    streamer = open_stream(sep, channels=model_channels)
+    to_model = BlockResampler(sr, sep.sample_rate, model_channels)
+    back = [BlockResampler(sep.sample_rate, sr, model_channels) for _ in targets]
+    tmps = [t.with_name(f".{t.stem}.part.wav") for t in targets]
+    done = [0] * len(targets)
+    block = max(1, round(block_seconds * sr))
+    bar = tqdm(total=n_frames, unit="sample", unit_scale=True, desc=path.name, disable=quiet)
+    files = []
+
+    def write(y: Tensor, last: bool = False) -> None:  # (S, C', k) at the model's rate
+        for j, f in enumerate(files):
+            piece = sep.to_channels(back[j](y[j], last=last), n_channels)
+            piece = piece[:, : n_frames - done[j]]
+            f.write(piece.T.contiguous().numpy())
+            done[j] += piece.shape[-1]
+
+    try:
+        files = [sf.SoundFile(str(t), "w", sr, n_channels, subtype="FLOAT") for t in tmps]
+        for raw in sf.blocks(str(path), blocksize=block, dtype="float32", always_2d=True):
+            x = to_model(sep.prepare(torch.from_numpy(raw.T.copy()), sep.sample_rate))
+            if x.shape[-1]:
+                write(streamer.push(x))
+            bar.update(raw.shape[0])
+        x = to_model(torch.zeros(model_channels, 0), last=True)
+        if x.shape[-1]:
+            write(streamer.push(x))
+        write(streamer.flush(), last=True)
+        for j, f in enumerate(files):  # soxr's rounding may leave the last samples short
+            if done[j] < n_frames:
+                f.write(np.zeros((n_frames - done[j], n_channels), np.float32))
+            f.close()
+        for tmp, target in zip(tmps, targets, strict=True):
+            os.replace(tmp, target)
+    except BaseException:
+        for f in files:
+            f.close()
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)  # never leave a partial output behind
+        raise
+    finally:
+        bar.close()

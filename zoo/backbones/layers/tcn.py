@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from .norms import make_norm
 
-__all__ = ["TCNBlock", "TCN", "run_block"]
+__all__ = ["ConvCache", "TCNBlock", "TCN", "run_block"]
 
 
 def run_block(block: nn.Module, *args, checkpoint: bool = False):
@@ -20,8 +20,31 @@ def run_block(block: nn.Module, *args, checkpoint: bool = False):
     return block(*args)
 
 
+class ConvCache:
+    """The last ``context`` input frames of one causal convolution, for streaming: the offline
+    model pads ``context`` zero frames on the left, so a stream starts from zeros and
+    :meth:`extend` puts the kept frames in front of each new block, which makes the convolution's
+    outputs on the block exactly the offline outputs for those frames."""
+
+    def __init__(self, context: int):
+        self.context = context
+        self.tail: Tensor | None = None
+
+    def extend(self, x: Tensor) -> Tensor:
+        """``(B, C, n)`` new frames → ``(B, C, context + n)``: the kept frames, then ``x``."""
+        if self.tail is None:
+            self.tail = x.new_zeros(x.shape[0], x.shape[1], self.context)
+        y = torch.cat([self.tail, x], -1)
+        self.tail = y[..., y.shape[-1] - self.context :]
+        return y
+
+
 class TCNBlock(nn.Module):
     """1x1 conv → PReLU → norm → dilated depthwise conv → PReLU → norm → residual and skip convs.
+
+    ``causal``: the depthwise conv sees only the current and past frames (left padding of
+    ``(kernel_size - 1) * dilation`` frames, the same outputs as Asteroid's pad-both-and-trim
+    layout); with a :class:`ConvCache` it runs on a block of new frames of a stream.
 
     Shape:
         ``(B, B_chan, T)`` → residual ``(B, B_chan, T)``, skip ``(B, Sc, T)``.
@@ -36,12 +59,15 @@ class TCNBlock(nn.Module):
         dilation: int,
         norm: str,
         residual: bool = True,
+        causal: bool = False,
     ):
         super().__init__()
         self.in_conv = nn.Conv1d(bn_chan, hid_chan, 1)
         self.act1 = nn.PReLU()
         self.norm1 = make_norm(norm, hid_chan)
-        padding = (kernel_size - 1) * dilation // 2
+        # causal: no padding in the conv, the past is put in front in forward (zeros or a cache)
+        self.context = (kernel_size - 1) * dilation if causal else 0
+        padding = 0 if causal else (kernel_size - 1) * dilation // 2
         self.dconv = nn.Conv1d(
             hid_chan, hid_chan, kernel_size, padding=padding, dilation=dilation, groups=hid_chan
         )
@@ -50,8 +76,12 @@ class TCNBlock(nn.Module):
         self.res_conv = nn.Conv1d(hid_chan, bn_chan, 1) if residual else None
         self.skip_conv = nn.Conv1d(hid_chan, skip_chan, 1) if skip_chan else None
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+    def forward(self, x: Tensor, cache: ConvCache | None = None) -> tuple[Tensor, Tensor | None]:
         y = self.norm1(self.act1(self.in_conv(x)))  # (B, H, T)
+        if cache is not None:  # a stream's block: the frames before it come from the cache
+            y = cache.extend(y)
+        elif self.context:
+            y = torch.nn.functional.pad(y, (self.context, 0))
         y = self.norm2(self.act2(self.dconv(y)))
         skip = self.skip_conv(y) if self.skip_conv is not None else None
         res = self.res_conv(y) if self.res_conv is not None else None
@@ -78,6 +108,9 @@ class TCN(nn.Module):
             0.9^b for block index b within its repeat.
         checkpoint_blocks: recompute each block's activations in the backward pass instead of
             keeping them (:func:`run_block`).
+        causal: causal depthwise convs (:class:`TCNBlock`); with a per-frame norm (``cLN``)
+            every mask frame depends only on the current and past frames, so the network can
+            run on a stream (:meth:`stream_caches`).
 
     With skip connections the last block has no residual conv: its output would feed nothing
     (torchaudio's layout). Asteroid's layout keeps one; its two tensors are dropped when such a
@@ -103,9 +136,15 @@ class TCN(nn.Module):
         repeat_skips: bool = False,
         block_scales: bool = False,
         checkpoint_blocks: bool = False,
+        causal: bool = False,
     ):
         super().__init__()
-        self.checkpoint_blocks = checkpoint_blocks
+        if causal and norm not in ("cLN", "BN", "none"):
+            raise ValueError(
+                f"causal=True needs a per-frame norm, got norm={norm!r}: use norm='cLN' (gLN and "
+                "fLN take statistics over the whole input, so a frame would see the future)"
+            )
+        self.checkpoint_blocks, self.causal = checkpoint_blocks, causal
         self.n_src, self.in_chan, self.n_blocks, self.n_repeats = (
             n_src,
             in_chan,
@@ -124,6 +163,7 @@ class TCN(nn.Module):
                 2 ** (i % n_blocks),
                 norm,
                 residual=i < n_total - 1 or not skip_chan,
+                causal=causal,
             )
             for i in range(n_total)
         )
@@ -158,7 +198,15 @@ class TCN(nn.Module):
             for name in ("weight", "bias"):
                 state_dict.pop(f"{prefix}blocks.{last}.res_conv.{name}", None)
 
-    def forward(self, w: Tensor) -> Tensor:
+    def stream_caches(self) -> list[ConvCache]:
+        """One fresh cache per block, for :meth:`forward` on a stream's consecutive blocks."""
+        if not self.causal:
+            raise ValueError("only a causal TCN (causal=True) can run on a stream")
+        return [ConvCache(block.context) for block in self.blocks]
+
+    def forward(self, w: Tensor, caches: list[ConvCache] | None = None) -> Tensor:
+        """Masks of the frames ``w``; ``caches`` (:meth:`stream_caches`): ``w`` is the next
+        block of frames of a stream, and the caches carry each block's past to the next."""
         b, _, frames = w.shape
         x = self.bottleneck(self.in_norm(w))  # (B, B_chan, frames)
         skip_sum = 0.0
@@ -168,7 +216,10 @@ class TCN(nn.Module):
             if k == 0 and r > 0 and self.repeat_skips is not None:
                 x = x + self.repeat_skips[r - 1](repeat_in)
                 repeat_in = x
-            res, skip = run_block(block, x, checkpoint=self.checkpoint_blocks)
+            if caches is None:
+                res, skip = run_block(block, x, checkpoint=self.checkpoint_blocks)
+            else:
+                res, skip = block(x, caches[i])
             if res is not None:
                 if self.block_scales is not None:
                     res = res * self.block_scales[i]
