@@ -91,6 +91,10 @@ bench-data: install ## Data loading throughput of every recipe's paper datamodul
 	MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=68719476736 MALLOC_TOP_PAD_=1073741824 \
 		$(PY) benchmarks/data_throughput.py $(if $(REHEARSE),--recipes $(REHEARSE))
 
+bench-stream: install ## Streaming latency and real-time factor of the causal Conv-TasNet (mini and paper configurations) per block size; writes BENCHMARKS.md's section
+	MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=68719476736 MALLOC_TOP_PAD_=1073741824 \
+		$(PY) benchmarks/streaming.py
+
 ORACLE_RECIPE ?= libri2mix_pit
 oracle: install ## Oracle-mask reference rows (IBM, IRM, Wiener-like, mixture; AudioSlots' 0.5 s clips) through a recipe's test: mini Libri2Mix + MUSDB18, or [DATA= ORACLE_RECIPE=]
 	$(if $(DATA),$(VENV)/bin/zoo oracle $(ORACLE_RECIPE) --data $(DATA),$(VENV)/bin/zoo oracle libri2mix_pit && $(VENV)/bin/zoo oracle musdb18_umx --n-fft 4096 --hop 1024 && $(VENV)/bin/zoo oracle libri2mix_audioslots --kinds ibm wiener --chunk-seconds 0.5)
@@ -101,4 +105,4 @@ leaderboard: install ## Regenerate LEADERBOARD.md (+ .csv, .png) from results/**
 clean: ## Remove logs, caches and build files (keeps results/, .venv and data/)
 	rm -rf lightning_logs .pytest_cache .ruff_cache build dist
 
-.PHONY: help ffmpeg install test test-slow lint recipe recipes bench bench-install gpu-check rehearse bench-data leaderboard oracle clean
+.PHONY: help ffmpeg install test test-slow lint recipe recipes bench bench-install gpu-check rehearse bench-data bench-stream leaderboard oracle clean

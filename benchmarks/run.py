@@ -334,7 +334,11 @@ def section_of(text: str, title: str) -> str | None:
 
 
 # Sections other scripts write into the same file (kept when `make bench` rewrites it)
-KEPT = ("## Paper-scale rehearsal", "## Data loading throughput")
+KEPT = (
+    "## Paper-scale rehearsal",
+    "## Data loading throughput",
+    "## Streaming (causal Conv-TasNet)",
+)
 
 
 def render(loss_rows, model_rows, sep_rows=()) -> str:

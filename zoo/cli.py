@@ -54,6 +54,11 @@ def _show_export(r: dict) -> None:
     )
 
 
+def _show_push(r: dict) -> None:
+    print(f"[zoo] pushed {', '.join(r['files'])} to {r['repo']} at commit {r['commit']}")
+    print(f"[zoo] load it with zoo.load({r['url']!r})")
+
+
 def _show_rows(rows: list[dict]) -> None:
     for r in rows:
         _show_results(r)
@@ -74,6 +79,7 @@ COMMANDS: dict[str, tuple[str, Callable | None, dict, bool]] = {
     ),
     "list": ("zoo.hub.registry:list_models", _show_list, {}, False),
     "download": ("zoo.hub.registry:download", _show_lines, {}, False),
+    "push": ("zoo.hub.hf:push", _show_push, {}, False),
     "separate": (
         "zoo.run.separate:separate_file",
         _show_lines,

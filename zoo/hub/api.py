@@ -126,7 +126,10 @@ class Separator(nn.Module):
 
 
 def load(
-    name_or_path: str | Path, download: bool = False, cache_dir: str | Path | None = None
+    name_or_path: str | Path,
+    download: bool = False,
+    cache_dir: str | Path | None = None,
+    trust: bool = False,
 ) -> Separator:
     """A ready separator (eval mode) from a zoo model folder, a registry name or a URL.
 
@@ -137,12 +140,23 @@ def load(
             ``hf://owner/repo`` of a registered model.
         download: allow fetching a registered model that is not in the cache yet.
         cache_dir: where downloads are kept (default ``$ZOO_CACHE`` or ``~/.cache/separation-zoo``).
+        trust: accept the hash of a registered file that has no sha256 recorded (see
+            :func:`zoo.hub.registry.fetch`).
+
+    ``hf://owner/repo[@revision]`` (not a registered file) loads a zoo model repo from the
+    Hugging Face Hub through its cache (:func:`zoo.hub.hf.load_repo`; ``HF_HUB_OFFLINE=1``
+    loads from the cache only).
     """
     p = Path(str(name_or_path)).expanduser()
     if p.exists():  # a zoo folder or a peer's checkpoint (Open-Unmix, Asteroid, torchaudio)
         from .formats import load_path
 
         return Separator(*load_path(p))
-    from .registry import resolve
+    from .registry import registered, resolve
 
-    return Separator(*resolve(str(name_or_path), download=download, cache_dir=cache_dir))
+    name = str(name_or_path)
+    if name.startswith("hf://") and registered(name) is None:  # a zoo model repo on the hub
+        from .hf import load_repo
+
+        return Separator(*load_repo(name))
+    return Separator(*resolve(name, download=download, cache_dir=cache_dir, trust=trust))

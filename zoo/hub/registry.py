@@ -9,7 +9,13 @@ optionally ``weights`` (the file the format loads; default: the folder) and ``ar
 Downloads go through kept libraries: ``torch.hub.download_url_to_file`` (temporary file, sha256
 prefix check, then the final name) and ``huggingface_hub.hf_hub_download`` (pinned revision),
 into ``<cache>/<name>/``; a mismatch is an error and the file is not kept. Nothing is
-downloaded unless ``download=True``.
+downloaded unless ``download=True``. A file whose sha256 is not in the registry (published
+weights that could not be fetched where the registry was written) is held back on its first
+download, its hash shown, until the user accepts it with ``trust=True`` (``--trust``), which
+records it in the user's pin file; later loads are checked against that pin.
+
+An ``hf://owner/repo[@revision]`` that is not a registered file is a zoo model repo on the hub:
+:func:`zoo.hub.api.load` hands it to :mod:`zoo.hub.hf`.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ __all__ = [
     "download",
     "fetch",
     "list_models",
+    "pins_path",
+    "registered",
     "resolve",
 ]
 
@@ -80,25 +88,87 @@ def _download(url: str, dest: Path, want: str | None) -> None:
     torch.hub.download_url_to_file(_source_url(url), str(dest), hash_prefix=want, progress=False)
 
 
+def pins_path() -> Path:
+    """The user's pin file: sha256 values accepted with ``--trust`` for registry files that
+    have none recorded (``$ZOO_PINS`` or ``~/.config/separation-zoo/pins.json``)."""
+    return Path(os.environ.get("ZOO_PINS", Path.home() / ".config/separation-zoo/pins.json"))
+
+
+def _pins() -> dict:
+    path = pins_path()
+    if not path.is_file():
+        return {}
+    try:
+        pins = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DownloadError(f"{path}: not a valid pin file ({exc}); fix or remove it") from exc
+    return pins if isinstance(pins, dict) else {}
+
+
+def _record_pin(name: str, file: str, digest: str) -> Path:
+    path = pins_path()
+    pins = _pins()
+    pins.setdefault(name, {})[file] = digest
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(pins, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _first_use(name: str, file: str, spec: dict, folder: Path, download: bool, trust: bool):
+    """A file with no sha256 in the registry nor in the user's pins: downloaded once into
+    ``<cache>/<name>/.untrusted/``, its hash shown, and used only once the user trusts it
+    (``--trust``), which records the hash in the pin file; never trusted silently."""
+    untrusted = folder / ".untrusted" / file
+    if not untrusted.is_file():
+        if not download:
+            raise DownloadError(
+                f"{name} is not in the cache ({folder}); run `zoo download {name}` or call "
+                f"zoo.load({name!r}, download=True) to fetch it"
+            )
+        untrusted.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            _download(spec["url"], untrusted, None)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise DownloadError(f"{name}: cannot fetch {spec['url']}: {exc}") from exc
+    digest = sha256_file(untrusted)
+    if not trust:
+        raise DownloadError(
+            f"{name}: {file} has no sha256 in the registry; the download from {spec['url']} has "
+            f"sha256 {digest}. Check it against the publisher's, then run `zoo download {name} "
+            f"--trust` (or zoo.load(..., trust=True)) to record it in {pins_path()}"
+        )
+    pins = _record_pin(name, file, digest)
+    print(f"[zoo] trusting {name}/{file} sha256 {digest} (recorded in {pins})")
+    os.replace(untrusted, folder / file)
+
+
 def fetch(
     name: str,
     entry: dict,
     cache_dir: str | Path | None = None,
     download: bool = False,
-    verify: bool = True,
+    trust: bool = False,
 ) -> Path:
-    """Make sure every file of ``entry`` is in ``<cache>/<name>/``, verified; return that folder."""
+    """Make sure every file of ``entry`` is in ``<cache>/<name>/``, verified; return that folder.
+
+    Each file is checked against the registry's sha256 (or prefix), else against the hash the
+    user pinned; a file with neither is held back until it is trusted (:func:`_first_use`)."""
     folder = cache_root(cache_dir) / name
+    pinned = _pins().get(name, {})
     for file, spec in entry["files"].items():
         dest = folder / file
-        want = spec.get("sha256") or spec.get("sha256_prefix")  # prefix: torch.hub file names
-        if want is None and verify:
-            raise DownloadError(
-                f"{name}: no sha256 is recorded for {file} in the registry, so a download could "
-                "not be verified; fetch it yourself and load the local path, or pass verify=False"
-            )
+        # prefix: torch.hub file names; pinned: accepted by the user with --trust
+        want = spec.get("sha256") or spec.get("sha256_prefix") or pinned.get(file)
+        if want is None:
+            if dest.is_file():  # a file nobody vouched for: held back like a fresh download
+                (folder / ".untrusted").mkdir(exist_ok=True)
+                os.replace(dest, folder / ".untrusted" / file)
+            _first_use(name, file, spec, folder, download, trust)
+            continue
         if dest.is_file():
-            if not verify or sha256_file(dest).startswith(want):
+            if sha256_file(dest).startswith(want):
                 continue
             dest.unlink()  # a cached file that no longer matches is dropped
         if not download:
@@ -108,7 +178,7 @@ def fetch(
             )
         folder.mkdir(parents=True, exist_ok=True)
         try:
-            _download(spec["url"], dest, want if verify else None)
+            _download(spec["url"], dest, want)
         except RuntimeError as exc:  # torch.hub's hash check
             raise DownloadError(
                 f"{name}: {file} from {spec['url']} failed its check ({exc}); the file was not kept"
@@ -118,44 +188,49 @@ def fetch(
     return folder
 
 
-def download(name: str, cache_dir: str | None = None) -> Path:
+def download(name: str, cache_dir: str | None = None, trust: bool = False) -> Path:
     """Fetch a registered model into the cache (each file checked against its sha256).
 
     Args:
         name: registry name (``zoo list``).
         cache_dir: cache folder (default ``$ZOO_CACHE`` or ``~/.cache/separation-zoo``).
+        trust: accept the hash a file without a recorded sha256 downloaded with (shown by the
+            first try), and record it in the user's pin file (``$ZOO_PINS``).
     """
     models = list_models()
     if name not in models:
         raise KeyError(
             f"{name!r} is not a registered model; registered: {', '.join(sorted(models))}"
         )
-    return fetch(name, models[name], cache_dir, download=True)
+    return fetch(name, models[name], cache_dir, download=True, trust=trust)
+
+
+def registered(name_or_url: str) -> str | None:
+    """The registry name of ``name_or_url`` (a name, or the URL of one of its files)."""
+    models = list_models()
+    if name_or_url in models:
+        return name_or_url
+    return next(
+        (k for k, v in models.items() if any(f["url"] == name_or_url for f in v["files"].values())),
+        None,
+    )
 
 
 def resolve(
     name_or_url: str,
     download: bool = False,
     cache_dir: str | Path | None = None,
-    verify: bool = True,
+    trust: bool = False,
 ) -> tuple[Backbone, dict]:
     """``(backbone, config)`` of a registry name (or of a URL registered as one of its files)."""
-    models = list_models()
-    name = name_or_url
-    if name not in models:
-        by_url = [
-            k
-            for k, v in models.items()
-            if any(f["url"] == name_or_url for f in v["files"].values())
-        ]
-        if not by_url:
-            raise KeyError(
-                f"{name_or_url!r} is neither a model folder nor a registered model; "
-                f"registered: {', '.join(sorted(models))}"
-            )
-        name = by_url[0]
-    entry = models[name]
-    folder = fetch(name, entry, cache_dir, download, verify)
+    name = registered(name_or_url)
+    if name is None:
+        raise KeyError(
+            f"{name_or_url!r} is neither a model folder nor a registered model; "
+            f"registered: {', '.join(sorted(list_models()))}"
+        )
+    entry = list_models()[name]
+    folder = fetch(name, entry, cache_dir, download, trust)
     target = folder / entry["weights"] if "weights" in entry else folder
     backbone, config = load_format(entry["format"], target, **entry.get("args", {}))
     return backbone, {**config, "registry": name}
