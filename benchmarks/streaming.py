@@ -23,6 +23,7 @@ multiple of the hop), on one thread (one live stream, as a real-time process run
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -146,7 +147,7 @@ def main() -> int:
                 latency_ms=1000 * net.kernel_size / RATE,
             )
             rows.append(row)
-            print(row, flush=True)
+            print(json.dumps(row), flush=True)
     section = render(rows, a.repeats)
     print(section)
     if not a.no_write:

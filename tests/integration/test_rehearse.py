@@ -62,3 +62,19 @@ def test_data_throughput_bench_reports_every_column(tmp_path):
         assert r["items_per_s"] > 0 and r["gflops_per_item_fwd"] > 0 and r["workers"] >= 1
     assert rows[0]["segment_s"] == 3.0 and rows[1]["segment_s"] == 6.0  # the papers' segments
     assert "items_per_s_no_aug" in rows[1] and "items_per_s_no_aug" not in rows[0]
+
+
+def test_streaming_bench_reports_latency_and_rtf_per_block_size():
+    """`make bench-stream` on a short input (5 s, so in the default suite): both
+    configurations, every block size, and the streamed output equal to the offline model's."""
+    script = SCRIPT.parent / "streaming.py"
+    cmd = [sys.executable, str(script), "--seconds", "0.3", "--repeats", "1", "--no-write"]
+    run = subprocess.run(cmd, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = [json.loads(line) for line in run.stdout.splitlines() if line[:1] == "{"]
+    assert [(r["config"], r["name"]) for r in rows] == [
+        (c, b) for c in ("mini", "paper") for b in ("1 hop", "10 ms", "12.3 ms", "100 ms")
+    ]
+    for r in rows:
+        assert r["rtf"] > 0 and r["max_abs_diff"] < 1e-5
+    assert {r["latency_ms"] for r in rows} == {4.0, 2.0}  # the mini 32- and paper 16-sample bases
