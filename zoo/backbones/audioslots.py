@@ -157,6 +157,13 @@ class AudioSlots(Backbone):
             else None
         )
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+        self.real_stft = None  # use_real_stft(): the exported graphs' path (base.py)
+
+    @property
+    def export_chunk(self) -> int | None:
+        """Exported graphs separate one clip of this many samples (the caller cuts and joins
+        clips); the carry variant would need its slots as a graph input and output: ``None``."""
+        return None if self.carry else self.chunk
 
     def _slots(self, mag: Tensor, queries: Tensor | None) -> tuple[Tensor, Tensor]:
         n, _, f, t = mag.shape
@@ -186,11 +193,40 @@ class AudioSlots(Backbone):
         """``(N, 1, t)`` → ``(N, K, 1, t)`` for one clip (or a whole training segment), and the
         slots ``(N, K, D)``."""
         wav = x[:, 0]
+        if self.real_stft is not None and not self.training:  # exported graphs: real tensors
+            return self._separate_real(wav, queries)
         spec = self._stft(wav)
         comp = (spec.abs() + 1e-8) ** self.power  # (N, F, frames)
         comp_est, slots = self._slots(comp[:, None], queries)
         est_mag = comp_est ** (1 / self.power)  # (N, K, F, frames)
         return self._synthesise(spec, est_mag, torch.angle(spec)[:, None], wav.shape[-1]), slots
+
+    def _separate_real(self, wav: Tensor, queries: Tensor | None) -> tuple[Tensor, Tensor]:
+        """:meth:`_separate_with_slots` at inference with the STFT's real and imaginary parts
+        as two real tensors (:class:`zoo.dsp.RealSTFT`), for ONNX."""
+        real, imag = self.real_stft.stft(wav)  # (N, F, frames) each
+        mag = (real.square() + imag.square()).sqrt()
+        comp_est, slots = self._slots(((mag + 1e-8) ** self.power)[:, None], queries)
+        est_mag = comp_est ** (1 / self.power)  # (N, K, F, frames)
+        if self.mask == "none":  # the magnitudes with the mixture phase: |est| * spec / |spec|
+            gain = est_mag / mag[:, None].clamp_min(1e-12)
+        else:
+            gain = self._masks(est_mag, self.mask)
+        re, im = (part[:, None] * gain for part in (real, imag))
+        n, k, f, frames = re.shape
+        out = self.real_stft.istft(
+            re.reshape(-1, f, frames), im.reshape(-1, f, frames), wav.shape[-1]
+        )
+        return out.reshape(n, k, 1, -1), slots
+
+    @staticmethod
+    def _masks(est_mag: Tensor, mode: str) -> Tensor:
+        """Masks ``(N, K, F, frames)`` from slot magnitudes: binary (``ibm``) or Wiener-like."""
+        if mode == "ibm":
+            masks = F.one_hot(est_mag.argmax(1), est_mag.shape[1]).movedim(-1, 1)
+            return masks.to(est_mag.dtype)
+        pw = est_mag.square()
+        return pw / pw.sum(1, keepdim=True).clamp_min(1e-12)
 
     def _stft(self, wav: Tensor) -> Tensor:
         return torch.stft(wav, self.n_fft, self.hop, window=self.window, return_complex=True)
@@ -203,13 +239,7 @@ class AudioSlots(Backbone):
         if mode == "none":
             est = torch.polar(est_mag, phase.expand_as(est_mag))
         else:
-            if mode == "ibm":
-                masks = F.one_hot(est_mag.argmax(1), est_mag.shape[1]).movedim(-1, 1)
-                masks = masks.to(est_mag.dtype)
-            else:
-                pw = est_mag.square()
-                masks = pw / pw.sum(1, keepdim=True).clamp_min(1e-12)
-            est = spec[:, None] * masks
+            est = spec[:, None] * self._masks(est_mag, mode)
         out = torch.istft(
             est.flatten(0, 1), self.n_fft, self.hop, window=self.window, length=length
         )

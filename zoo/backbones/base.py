@@ -40,6 +40,9 @@ Optional hooks, with no-op defaults here:
   sets ``self.real_stft = None`` and has ``n_fft``, ``hop`` and ``window`` can compute its STFT
   and iSTFT as real-valued convolutions (:class:`zoo.dsp.RealSTFT`) once ``use_real_stft()`` is
   called; ``zoo export-onnx`` does so (ONNX has no complex tensors). Default: no such path.
+* ``export_chunk`` (int samples or ``None``): a backbone whose exported graph separates one
+  clip of fixed length (AudioSlots' clips); the graph's time axis is then that length, and
+  cutting and joining clips stay with the caller. Default: ``None`` (a dynamic length).
 * ``streamer(channels)``: a causal backbone returns a stream object with ``push(block)``
   (``(C, n)`` input, any ``n`` ≥ 1 → the ``(n_src, C, k)`` output samples no later input can
   change), ``flush()`` (the rest) and ``latency`` (samples); the streamed outputs equal
@@ -93,6 +96,7 @@ class Backbone(nn.Module):
         return None
 
     test_chunk: int | None = None
+    export_chunk: int | None = None
 
     @property
     def test_protocol(self) -> dict:

@@ -14,8 +14,10 @@ lengths than the example and compared with PyTorch's own path (complex STFT) bef
 shapes, and the file is not written). Spectrogram networks run their STFT as real-valued
 convolutions in the graph (:class:`zoo.dsp.RealSTFT`: ONNX has no complex tensors). What exports
 (README, "Export"): Conv-TasNet, TDCN++, the spectrogram U-Net, Open-Unmix without its Wiener EM
-(recorded in the graph's ``zoo.notes``). AudioSlots and Meta-TasNet do not yet: their clip
-chunking / stage resampling specialise the length in both tracers; they refuse in one line.
+(recorded in the graph's ``zoo.notes``), and AudioSlots as a graph of one clip (its
+``export_chunk`` samples: the time axis is fixed, the caller cuts and joins clips, as the blind
+protocol does). Meta-TasNet and the slot-carrying AudioSlots do not yet (stage resampling
+specialises the length; the carried slots would be a second input): they refuse in one line.
 
 ``zoo export-torchscript`` writes the same networks as TorchScript files (``torch.jit.trace`` of
 the same export form, checked the same way), loadable with ``torch.jit.load`` alone.
@@ -34,11 +36,10 @@ __all__ = ["ExportError", "export_onnx", "export_torchscript", "EXPORTABLE"]
 
 # backbone class -> why not, for those that do not export yet (checked before any tracing)
 NOT_YET = {
-    "AudioSlots": "torch.export specialises its length (clip chunking and slot alignment)",
-    "AudioSlotsCarry": "torch.export specialises its length (clip chunking)",
     "MetaTasNet": "torch.export specialises its length (the stages' resampling and padding)",
 }
-EXPORTABLE = ("ConvTasNet", "SpectrogramUNet", "OpenUnmix")  # Conv-TasNet, TDCN++: one class
+# Conv-TasNet, TDCN++: one class; AudioSlots: one clip per graph (export_chunk)
+EXPORTABLE = ("ConvTasNet", "SpectrogramUNet", "OpenUnmix", "AudioSlots")
 # The exporters tried in turn. torch.export (torch 2.11) stops on a data-dependent guard inside
 # nn.LSTM with a dynamic length, after ~90 s on the tiny Open-Unmix: it goes straight to the
 # TorchScript tracer.
@@ -82,9 +83,18 @@ def _prepare(model: str, out: str | Path, suffix: str, overwrite: bool):
         why = NOT_YET.get(kind, "it is not among the backbones checked for export")
         raise ExportError(
             f"{model}: {kind} does not export yet: {why}; exportable: Conv-TasNet, TDCN++, "
-            "U-Net, Open-Unmix"
+            "U-Net, Open-Unmix, AudioSlots (one clip per graph)"
+        )
+    if kind == "AudioSlots" and backbone.export_chunk is None:
+        raise ExportError(
+            f"{model}: AudioSlots with carry: true does not export yet: its graph would need the "
+            "carried slots as a second input and output; the independent-clip AudioSlots exports"
         )
     notes = []
+    chunk = backbone.export_chunk
+    if chunk:
+        notes.append(f"one clip of {chunk} samples per graph run (time axis fixed); cut inputs "
+                     "into clips and join them in the caller")  # fmt: skip
     if getattr(backbone, "niter", 0):  # Open-Unmix: the graph is the separator before the EM
         notes.append(f"Wiener EM not in the graph (niter {backbone.niter} -> 0: target magnitudes "
                      "with the mixture phase)")  # fmt: skip
@@ -92,10 +102,10 @@ def _prepare(model: str, out: str | Path, suffix: str, overwrite: bool):
     channels = sep.audio_channels or 1
     gen = torch.Generator().manual_seed(0)
     # batch 2 and 1.5 s: torch.export specialises sizes 0 and 1, so the example avoids them
-    example = torch.randn(2, channels, int(1.5 * sep.sample_rate), generator=gen)
+    example = torch.randn(2, channels, chunk or int(1.5 * sep.sample_rate), generator=gen)
     # checked on other batches and lengths than the example's: a graph that kept the example's
-    # shapes fails here
-    checks = [torch.randn(b, channels, int(f * sep.sample_rate) + 7, generator=gen)
+    # shapes fails here (a clip graph keeps its length and is checked on other batches)
+    checks = [torch.randn(b, channels, chunk or int(f * sep.sample_rate) + 7, generator=gen)
               for b, f in ((1, 1.3), (3, 0.7))]  # fmt: skip
     with torch.no_grad():  # PyTorch's own path (complex STFT), before the export switch
         wants = [backbone(x) for x in checks]
@@ -107,6 +117,7 @@ def _prepare(model: str, out: str | Path, suffix: str, overwrite: bool):
         "zoo.architecture": backbone.architecture,
         "zoo.audio_channels": str(sep.audio_channels or "any"),
         "zoo.notes": "; ".join(notes),
+        "zoo.chunk": str(chunk or ""),
     }
     return out, sep, backbone, kind, notes, example, checks, wants, meta
 
@@ -222,29 +233,35 @@ def export_torchscript(
 
 
 def _export(backbone, example, path: Path, exporter: str, opset: int) -> None:
-    """Write the ONNX graph of ``backbone`` traced on ``example`` with dynamic batch and time:
-    ``dynamo`` (torch.export, then the ONNX translation), or the older TorchScript tracer, which
-    handles what torch.export cannot yet (an LSTM over a dynamic length)."""
+    """Write the ONNX graph of ``backbone`` traced on ``example`` with dynamic batch and time
+    (batch only for a clip graph, ``export_chunk``): ``dynamo`` (torch.export, then the ONNX
+    translation), or the older TorchScript tracer, which handles what torch.export cannot yet
+    (an LSTM over a dynamic length)."""
     import warnings
 
     names = dict(input_names=["mixture"], output_names=["sources"], opset_version=opset)
+    fixed = bool(backbone.export_chunk)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporters' deprecation and tracer chatter
         if exporter == "dynamo":
             from torch.export import Dim
 
-            time = Dim("time", min=max(64, 4 * _min_length(backbone)))
+            dims = {0: Dim("batch")}
+            if not fixed:
+                dims[2] = Dim("time", min=max(64, 4 * _min_length(backbone)))
             program = torch.onnx.export(
                 backbone,
                 (example,),
-                dynamic_shapes=({0: Dim("batch"), 2: time},),
+                dynamic_shapes=(dims,),
                 dynamo=True,
                 verbose=False,
                 **names,
             )
             program.save(str(path))
         else:
-            axes = {"mixture": {0: "batch", 2: "time"}, "sources": {0: "batch", 3: "time"}}
+            axes = {"mixture": {0: "batch"}, "sources": {0: "batch"}}
+            if not fixed:
+                axes["mixture"][2] = axes["sources"][3] = "time"
             torch.onnx.export(
                 backbone, (example,), str(path), dynamic_axes=axes, dynamo=False, **names
             )

@@ -82,18 +82,56 @@ def test_existing_file_is_never_replaced_and_bad_names_are_refused(tmp_path):
 
 
 def test_a_backbone_that_does_not_export_yet_says_why_in_one_line(tmp_path, capsys):
-    from tests.unit.backbones.test_audioslots import SMALL
+    from tests.unit.backbones.test_audioslots import SMALL as SLOTS
+    from tests.unit.backbones.test_metatasnet import SMALL
+    from zoo.backbones import MetaTasNet
 
     torch.manual_seed(0)
-    config = {"class_path": "zoo.backbones.AudioSlots", "init_args": dict(SMALL)}
-    folder = export_model(AudioSlots(**SMALL), config, tmp_path / "slots")
-    out = tmp_path / "slots.onnx"
-    with pytest.raises(ExportError, match="AudioSlots does not export yet: torch.export"):
+    config = {"class_path": "zoo.backbones.MetaTasNet", "init_args": dict(SMALL)}
+    folder = export_model(MetaTasNet(**SMALL), config, tmp_path / "meta")
+    out = tmp_path / "meta.onnx"
+    with pytest.raises(ExportError, match="MetaTasNet does not export yet: torch.export"):
         export_onnx(str(folder), out)
     assert not out.exists()
     assert main(["export-onnx", str(folder), "-o", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "exportable: Conv-TasNet, TDCN++, U-Net" in err
+    carry = {**SLOTS, "carry": True}
+    config = {"class_path": "zoo.backbones.AudioSlots", "init_args": carry}
+    folder = export_model(AudioSlots(**carry), config, tmp_path / "carry")
+    with pytest.raises(ExportError, match="carry: true does not export yet: .*second input"):
+        export_onnx(str(folder), tmp_path / "carry.onnx")
+
+
+@pytest.mark.parametrize("mask", ["wiener", "ibm"])
+def test_audioslots_exports_one_clip_per_graph(mask, tmp_path):
+    from tests.unit.backbones.test_audioslots import SMALL
+
+    torch.manual_seed(0)
+    args = {**SMALL, "mask": mask}
+    slots = AudioSlots(**args).eval()
+    clip = slots.export_chunk
+    x = torch.randn(2, 1, clip)
+    with torch.no_grad():  # the real-valued STFT path equals the complex one
+        complex_path = slots(x)
+        real_path = slots.use_real_stft()(x)
+    assert (real_path - complex_path).abs().max() <= 1e-5
+    config = {"class_path": "zoo.backbones.AudioSlots", "init_args": args}
+    folder = export_model(slots.use_real_stft(False), config, tmp_path / "slots")
+    record = export_onnx(str(folder), tmp_path / "slots.onnx")
+    assert record["max_abs_error"] <= 1e-4 and "one clip of 2000 samples" in record["notes"][0]
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "slots.onnx")).metadata_props}
+    assert meta["zoo.chunk"] == str(clip) == "2000"
+    backbone = load(folder).backbone
+    for batch in (1, 4):  # a dynamic batch; the clip length is the graph's
+        x = torch.randn(batch, 1, clip)
+        with torch.no_grad():
+            want = backbone(x)
+        got = _run(tmp_path / "slots.onnx", x)
+        assert got.shape == want.shape == (batch, 3, 1, clip)
+        assert (got - want).abs().max() <= 1e-4
+    record = export_torchscript(str(folder), tmp_path / "slots.pt")
+    assert record["max_abs_error"] <= 1e-4
 
 
 def test_open_unmix_exports_without_its_wiener_em_and_says_so(tmp_path):
