@@ -158,6 +158,20 @@ def test_recipe_export_loads_with_identical_outputs_and_evaluates(tiny_libri2mix
     )
     assert r["mini"] is True and r["macs_per_second"] > 0 and r["rtf"] > 0
     assert "sdri" in r and r["n_items"] == TINY_SPEC["n_test"]
+    # the recipe's trained model exports: onnxruntime gives PyTorch's outputs
+    pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
+
+    from zoo.run.onnx import export_onnx
+
+    record = export_onnx(str(out / "model"), tmp_path / "model.onnx")
+    assert record["max_abs_error"] <= 1e-4
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    x = torch.randn(2, 1, 9001)
+    with torch.no_grad():
+        want = sep(x)
+    got = torch.from_numpy(session.run(["sources"], {"mixture": x.numpy()})[0])
+    assert got.shape == want.shape and (got - want).abs().max() <= 1e-4
 
 
 def test_paper_scale_config_runs_with_data(tiny_libri2mix, tmp_path):
