@@ -23,6 +23,7 @@ from zoo.run.train import instantiate, resolve
 EXPECTED = {
     "libri2mix_unet": (SpectrogramUNet, PITLoss, 2, 4_000_000),
     "libri2mix_pit": (ConvTasNet, PITLoss, 2, 4_984_881),
+    "libri2mix_pit_causal": (ConvTasNet, PITLoss, 2, 4_984_881),  # same layout, causal convs
     "libri2mix_mixit": (ConvTasNet, MixITLoss, 4, 4_000_000),
     "libri2mix_semisup_mixit": (ConvTasNet, SemiSupervisedLoss, 4, 4_000_000),
     "libri2mix_audioslots": (AudioSlots, HungarianLoss, 4, 5_000_000),
