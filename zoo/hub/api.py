@@ -144,8 +144,9 @@ def load(
             :func:`zoo.hub.registry.fetch`).
 
     ``hf://owner/repo[@revision]`` (not a registered file) loads a zoo model repo from the
-    Hugging Face Hub through its cache (:func:`zoo.hub.hf.load_repo`; ``HF_HUB_OFFLINE=1``
-    loads from the cache only).
+    Hugging Face Hub through its cache (:func:`zoo.hub.hf.load_repo`): a hub URL is itself the
+    request to download, so ``download`` is not needed; ``HF_HUB_OFFLINE=1`` loads from the
+    cache only.
     """
     p = Path(str(name_or_path)).expanduser()
     if p.exists():  # a zoo folder or a peer's checkpoint (Open-Unmix, Asteroid, torchaudio)
