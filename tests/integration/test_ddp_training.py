@@ -181,3 +181,16 @@ def _check_ddp_run(name: str, out: Path, probe: Path) -> None:
         torch.testing.assert_close(
             g, params[n].grad, rtol=1e-5, atol=1e-7 * scale, msg=lambda m, n=n: f"{n}: {m}"
         )
+
+
+def test_fewer_validation_items_than_processes_is_one_line_naming_the_fix(tiny_musdb, tmp_path):
+    """One validation track for two processes: a one-line error before any training step (it
+    used to stop inside Lightning with "within local rank has zero length")."""
+    cmd = [*_zoo(), "recipe", "musdb18_convtasnet", "--results", str(tmp_path / "results"),
+           "--mini-root-dir", str(tiny_musdb), *DDP]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    run = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert run.returncode != 0
+    assert "1 evaluation item(s) (MusdbEvalDataset) for 2 processes" in run.stderr, run.stderr[-3000:]
+    assert "at most 1 device(s)" in run.stderr and "zero length" not in run.stderr
+    assert not (tmp_path / "results" / "musdb18_convtasnet").exists()  # no results were made

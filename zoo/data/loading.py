@@ -67,6 +67,13 @@ class EvalSampler(DistributedSampler):
         import torch.distributed as dist
 
         ddp = dist.is_available() and dist.is_initialized()
+        world = dist.get_world_size() if ddp else 1
+        if 0 < len(dataset) < world:  # a rank with no item: Lightning stops on it, unexplained
+            raise ValueError(
+                f"{len(dataset)} evaluation item(s) ({type(dataset).__name__}) for {world} "
+                f"processes: each process needs at least one; run on at most {len(dataset)} "
+                "device(s), or evaluate more items (a larger split, or a higher limit)"
+            )
         super().__init__(
             dataset,
             num_replicas=dist.get_world_size() if ddp else 1,

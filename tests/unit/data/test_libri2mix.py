@@ -159,6 +159,20 @@ def test_eval_sampler_splits_without_padding(tiny_libri2mix):
     assert sorted([*s0, *s1]) == list(range(len(ds))) and len(s0) + len(s1) == len(ds) == 5
 
 
+def test_eval_sampler_refuses_fewer_items_than_processes(tiny_libri2mix, monkeypatch):
+    import torch.distributed as dist
+
+    ds = Libri2MixDataset(tiny_libri2mix, "test")  # 5 items
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_rank", lambda: 0)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 8)
+    with pytest.raises(ValueError, match=r"5 evaluation item\(s\) \(Libri2MixDataset\) for 8 "
+                       r"processes: .*at most 5 device"):  # fmt: skip
+        EvalSampler(ds)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 5)
+    assert len(EvalSampler(ds)) == 1  # one item each: fine
+
+
 def test_datamodule_batches(tiny_libri2mix):
     dm = Libri2MixDataModule(
         str(tiny_libri2mix),
