@@ -191,6 +191,8 @@ def test_fewer_validation_items_than_processes_is_one_line_naming_the_fix(tiny_m
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     run = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert run.returncode != 0
-    assert "1 evaluation item(s) (MusdbEvalDataset) for 2 processes" in run.stderr, run.stderr[-3000:]
+    assert "1 evaluation item(s) (MusdbEvalDataset) for 2 processes" in run.stderr, run.stderr[
+        -3000:
+    ]
     assert "at most 1 device(s)" in run.stderr and "zero length" not in run.stderr
     assert not (tmp_path / "results" / "musdb18_convtasnet").exists()  # no results were made
