@@ -151,3 +151,36 @@ def test_the_causal_recipe_builds_a_streamable_model():
     args = load_recipe("libri2mix_pit_causal").merged(mini=True)["model"]["backbone"]
     net = ConvTasNet(**args["init_args"])
     assert net.causal and zoo.stream(net).latency == args["init_args"]["kernel_size"]
+
+
+def _umx(**kw):
+    from zoo.backbones import OpenUnmix
+
+    args = dict(sources=["a", "b"], sample_rate=RATE, n_fft=256, hop=64, nb_channels=2,
+                hidden_size=16, nb_layers=2, unidirectional=True, niter=0,
+                bandwidth=None)  # fmt: skip
+    return OpenUnmix(**{**args, **kw}).eval()
+
+
+@pytest.mark.parametrize(
+    "kind", [dict(), dict(softmask=True, residual=True)], ids=["plain", "soft"]
+)
+def test_unidirectional_open_unmix_streams_as_it_separates_offline(kind):
+    net = _umx(**kind)
+    x = torch.randn(2, RATE // 2 + 11)
+    with torch.no_grad():
+        ref = net(x[None])[0]
+    for block in (net.hop, RATE // 100, RATE // 10, 3 * net.hop + 5):
+        y, _ = _streamed(net, x, block)
+        assert y.shape == ref.shape == (net.n_src, 2, x.shape[-1])
+        assert (y - ref).abs().max() < 1e-5 * ref.abs().max(), block
+    assert zoo.stream(net).latency == net.n_fft
+
+
+def test_open_unmix_that_reads_the_future_is_refused():
+    with pytest.raises(StreamError, match=r"a bidirectional LSTM\): stream one with unidir"):
+        zoo.stream(_umx(unidirectional=False))
+    with pytest.raises(StreamError, match=r"a Wiener EM over frames, niter 1"):
+        zoo.stream(_umx(niter=1))
+    with pytest.raises(StreamError, match=r"takes 2 channel\(s\), the first block has 1"):
+        zoo.stream(_umx()).push(torch.randn(1, 300))

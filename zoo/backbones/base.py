@@ -125,7 +125,8 @@ class Backbone(nn.Module):
         raise ContractError(
             f"{self.architecture} cannot run on a stream: its outputs depend on the whole input; "
             "stream a causal model (ConvTasNet with causal: true, e.g. the libri2mix_pit_causal "
-            "recipe or convtasnet-causal-tiny-random)"
+            "recipe or convtasnet-causal-tiny-random; OpenUnmix with unidirectional: true and "
+            "niter: 0)"
         )
 
     def check_contract(self) -> None:

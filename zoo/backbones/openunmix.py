@@ -18,6 +18,7 @@ from .base import Backbone
 
 __all__ = [
     "OpenUnmix",
+    "OpenUnmixStream",
     "OpenUnmixTarget",
     "bandwidth_to_max_bin",
     "expectation_maximization",
@@ -33,6 +34,13 @@ def bandwidth_to_max_bin(sample_rate: float, n_fft: int, bandwidth: float) -> in
 
     freqs = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
     return int(np.max(np.where(freqs <= bandwidth)[0])) + 1
+
+
+class LSTMState:
+    """The hidden and cell states an LSTM carries between the blocks of a stream."""
+
+    def __init__(self):
+        self.hc: tuple[Tensor, Tensor] | None = None
 
 
 class OpenUnmixTarget(nn.Module):
@@ -81,14 +89,20 @@ class OpenUnmixTarget(nn.Module):
         self.output_scale = nn.Parameter(torch.ones(nb_bins))
         self.output_mean = nn.Parameter(torch.ones(nb_bins))
 
-    def forward(self, spec: Tensor) -> Tensor:
+    def forward(self, spec: Tensor, state: LSTMState | None = None) -> Tensor:
+        """Target magnitudes; ``state``: ``spec`` holds the next frames of a stream (a
+        unidirectional LSTM carries its hidden state from one block of frames to the next)."""
         x = spec.permute(3, 0, 1, 2)  # (frames, B, C, F)
         frames, b, c, _ = x.shape
         mix = x.detach()  # the mask multiplies the (constant) mixture magnitude
         x = (x[..., : self.nb_bins] + self.input_mean) * self.input_scale
         x = self.bn1(self.fc1(x.reshape(-1, c * self.nb_bins)))  # (frames*B, H)
         x = torch.tanh(x.reshape(frames, b, self.hidden_size))
-        x = torch.cat([x, self.lstm(x)[0]], -1)  # skip around the LSTM: (frames, B, 2H)
+        if state is None:
+            y = self.lstm(x)[0]
+        else:
+            y, state.hc = self.lstm(x, state.hc)
+        x = torch.cat([x, y], -1)  # skip around the LSTM: (frames, B, 2H)
         x = F.relu(self.bn2(self.fc2(x.reshape(-1, x.shape[-1]))))
         x = self.bn3(self.fc3(x)).reshape(frames, b, c, self.nb_output_bins)
         x = F.relu(x * self.output_scale + self.output_mean) * mix
@@ -312,6 +326,24 @@ class OpenUnmix(Backbone):
         )
         return wav.reshape(*est.shape[:3], -1)  # (B, S, C, T)
 
+    def streamer(self, channels: int) -> OpenUnmixStream:
+        """A stream through this separator: a unidirectional network with ``niter=0`` (the
+        contract's streaming hook, see :class:`OpenUnmixStream`)."""
+        from .base import ContractError
+
+        bidirectional = any(m.lstm.bidirectional for m in self.target_models.values())
+        if bidirectional or self.niter:
+            raise ContractError(
+                "this Open-Unmix reads the future ("
+                + (
+                    "a bidirectional LSTM"
+                    if bidirectional
+                    else f"a Wiener EM over frames, niter {self.niter}"
+                )
+                + "): stream one with unidirectional: true and niter: 0"
+            )
+        return OpenUnmixStream(self)
+
     def _forward_real(self, mix: Tensor, eps: float = 1e-10) -> Tensor:
         """The separator without the Wiener EM (``niter=0``, what ``wiener`` gives with no
         iterations) on real tensors only, for exported graphs: each target's magnitudes with
@@ -332,6 +364,107 @@ class OpenUnmix(Backbone):
         f, frames = re.shape[-2:]
         wav = self.real_stft.istft(y_re.reshape(-1, f, frames), y_im.reshape(-1, f, frames), t)
         return wav.reshape(b, self.n_src, c, t)
+
+
+class OpenUnmixStream:
+    """A unidirectional Open-Unmix with plain ratio masking (``niter=0``) run on a stream.
+
+    The offline path pads the input by reflection (``n_fft // 2`` samples at each end), frames
+    it, runs each target network over all frames, masks and inverts by windowed overlap-add.
+    Here the left padding is built once ``n_fft // 2 + 1`` samples have arrived, each frame is
+    transformed when its last sample arrives, the LSTMs carry their states across blocks
+    (:class:`LSTMState`), and the overlap-add keeps the ``n_fft - hop`` samples (and window
+    envelope) the next frame still adds to; ``flush`` pads the end by reflection and emits the
+    rest. Output equals ``forward`` within float32 rounding (tested for several block sizes).
+
+    Algorithmic latency: ``n_fft`` samples (a sample waits for the last frame that covers it).
+    """
+
+    def __init__(self, net: OpenUnmix):
+        self.net = net
+        self.n_fft, self.hop, self.half = net.n_fft, net.hop, net.n_fft // 2
+        if self.n_fft - self.hop <= self.half:  # the end's reflection needs half + 1 samples kept
+            from .base import ContractError
+
+            raise ContractError(
+                f"streaming Open-Unmix needs hop < n_fft / 2, got hop {self.hop}, "
+                f"n_fft {self.n_fft}"
+            )
+        self.states = [LSTMState() for _ in net.target_models]
+        self.raw: Tensor | None = None  # input before the left padding could be built
+        self.buffer: Tensor | None = None  # padded input from the next frame's first sample
+        self.ola = self.env = None  # overlap-add tails (S, C, n_fft - hop), (n_fft - hop,)
+        self.skip = self.half  # padded samples not to output (the left padding)
+        self.seen = self.out = 0  # input samples in, output samples out
+
+    @property
+    def latency(self) -> int:
+        return self.n_fft
+
+    def _frames(self, last: bool = False) -> Tensor:
+        """Transform, separate and overlap-add the whole frames in the buffer; the final
+        samples ``(S, C, k)``."""
+        net, n_fft, hop = self.net, self.n_fft, self.hop
+        n = (self.buffer.shape[-1] - n_fft) // hop + 1
+        s, c = net.n_src, self.buffer.shape[0]
+        if n <= 0:
+            return self.buffer.new_zeros(s, c, 0)
+        seg = self.buffer[:, : (n - 1) * hop + n_fft]
+        spec = torch.stft(seg, n_fft, hop, window=net.window, center=False, return_complex=True)
+        nets = zip(net.target_models.values(), self.states, strict=True)
+        mags = torch.stack([m(spec.abs()[None], st)[0] for m, st in nets])  # (S, C, F, n)
+        y = wiener(mags.permute(3, 2, 1, 0), spec.permute(2, 1, 0), 0, net.softmask, net.residual)
+        frames = torch.fft.irfft(y.permute(3, 2, 1, 0), n=n_fft, dim=2) * net.window[:, None]
+        # (S, C, n_fft, n) windowed frames -> overlap-add, with the window's squared envelope
+        length = (n - 1) * hop + n_fft
+        sig = F.fold(frames.reshape(s * c, n_fft, n), (1, length), (1, n_fft), stride=(1, hop))
+        sig = sig.reshape(s, c, length)
+        ones = (net.window**2)[None, :, None].expand(1, n_fft, n)
+        env = F.fold(ones, (1, length), (1, n_fft), stride=(1, hop)).reshape(length)
+        if self.ola is not None:
+            sig[..., : self.ola.shape[-1]] += self.ola
+            env[: self.env.shape[-1]] += self.env
+        ready = length if last else n * hop
+        self.ola, self.env = sig[..., ready:], env[ready:]
+        self.buffer = self.buffer[:, n * hop :]
+        return sig[..., :ready] / env[:ready].clamp_min(1e-11)
+
+    def _emit(self, y: Tensor) -> Tensor:
+        drop = min(self.skip, y.shape[-1])
+        self.skip -= drop
+        y = y[..., drop:]
+        y = y[..., : max(0, self.seen - self.out)]
+        self.out += y.shape[-1]
+        return y
+
+    def push(self, block: Tensor) -> Tensor:
+        self.seen += block.shape[-1]
+        if self.buffer is None:
+            self.raw = block if self.raw is None else torch.cat([self.raw, block], -1)
+            if self.raw.shape[-1] <= self.half:  # the left padding needs half + 1 samples
+                return block.new_zeros(self.net.n_src, block.shape[0], 0)
+            pad = self.raw[:, 1 : self.half + 1].flip(-1)
+            self.buffer, self.raw = torch.cat([pad, self.raw], -1), None
+        else:
+            self.buffer = torch.cat([self.buffer, block], -1)
+        return self._emit(self._frames())
+
+    def flush(self) -> Tensor:
+        if self.buffer is None:
+            if self.raw is None:
+                return torch.zeros(self.net.n_src, self.net.audio_channels, 0)
+            raise ValueError(
+                f"a stream of {self.raw.shape[-1]} samples is shorter than Open-Unmix's "
+                f"reflection padding needs ({self.half + 1} samples)"
+            )
+        tail = self.buffer[:, -self.half - 1 : -1].flip(-1)  # reflection of the last samples
+        self.buffer = torch.cat([self.buffer, tail], -1)
+        y = self._emit(self._frames(last=True))
+        rest = self.seen - self.out
+        if rest > 0:
+            y = torch.cat([y, y.new_zeros(*y.shape[:2], rest)], -1)
+        self.__init__(self.net)
+        return y
 
 
 def umxhq(**kwargs) -> OpenUnmix:
