@@ -130,8 +130,9 @@ def test_audioslots_exports_one_clip_per_graph(mask, tmp_path):
         got = _run(tmp_path / "slots.onnx", x)
         assert got.shape == want.shape == (batch, 3, 1, clip)
         assert (got - want).abs().max() <= 1e-4
-    record = export_torchscript(str(folder), tmp_path / "slots.pt")
-    assert record["max_abs_error"] <= 1e-4
+    if mask == "wiener":  # the same export form through the TorchScript tracer
+        record = export_torchscript(str(folder), tmp_path / "slots.pt")
+        assert record["max_abs_error"] <= 1e-4
 
 
 def test_open_unmix_exports_without_its_wiener_em_and_says_so(tmp_path):
