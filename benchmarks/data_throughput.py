@@ -173,7 +173,7 @@ def render(rows: list[dict], tflops: float, assumed: bool) -> str:
 
 def main() -> int:
     from benchmarks.rehearse import make_data
-    from benchmarks.run import replace_section
+    from benchmarks.run import update_section
     from zoo.run.recipe import available_recipes
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -204,10 +204,7 @@ def main() -> int:
     section = render(rows, tflops, a.gpu_tflops is None)
     print(section)
     if not a.no_write:
-        path = Path(a.benchmarks)
-        text = path.read_text() if path.exists() else "# Benchmarks\n"
-        path.write_text(replace_section(text, TITLE, section))
-        print(f"updated {path}")
+        update_section(Path(a.benchmarks), TITLE, section)
     return 1 if any("error" in r for r in rows) else 0
 
 

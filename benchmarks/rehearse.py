@@ -382,10 +382,9 @@ def notes(rows: list[dict]) -> list[str]:
 
 
 def write_section(path: Path, section: str) -> None:
-    from benchmarks.run import replace_section
+    from benchmarks.run import update_section
 
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    path.write_text(replace_section(text, TITLE, section))
+    update_section(path, TITLE, section)
 
 
 def main() -> int:
@@ -471,7 +470,6 @@ def main() -> int:
     if not a.no_write:
         TRACKED.write_text(json.dumps(report, indent=1) + "\n")
         write_section(Path(a.benchmarks), render(report))
-        print(f"[rehearse] table written to {a.benchmarks}", flush=True)
     print(
         f"[rehearse] {len(names) - len(failed)}/{len(names)} recipes passed in "
         f"{time.perf_counter() - t0:.0f} s; report {out / 'report.json'}",

@@ -325,6 +325,14 @@ def replace_section(text: str, title: str, section: str) -> str:
     return head + section + ("\n## " + tail[1] if len(tail) > 1 else "")
 
 
+def update_section(path: Path, title: str, section: str) -> None:
+    """Write ``section`` into the Markdown file ``path`` in place of the one at ``title``
+    (created, under a ``# Benchmarks`` heading, when it is not there yet)."""
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    path.write_text(replace_section(text, title, section))
+    print(f"updated {path}")
+
+
 def section_of(text: str, title: str) -> str | None:
     """The section of ``text`` that starts at ``title`` (up to the next ``## `` heading)."""
     if title not in text:

@@ -184,3 +184,24 @@ def test_open_unmix_that_reads_the_future_is_refused():
         zoo.stream(_umx(niter=1))
     with pytest.raises(StreamError, match=r"takes 2 channel\(s\), the first block has 1"):
         zoo.stream(_umx()).push(torch.randn(1, 300))
+
+
+def test_a_failed_streamed_file_leaves_no_partial_output(tmp_path, monkeypatch, capsys):
+    model = _causal_model(tmp_path)
+    good = np.random.default_rng(0).standard_normal((4000, 1)).astype(np.float32) * 0.1
+    sf.write(tmp_path / "in.wav", good, RATE, subtype="FLOAT")
+    bad = good.copy()
+    bad[3000] = np.nan  # after the first blocks were written
+    sf.write(tmp_path / "nan.wav", bad, RATE, subtype="FLOAT")
+    out = tmp_path / "out"
+    assert main(["separate", model, str(tmp_path / "nan.wav"), "-o", str(out), "--stream"]) == 2
+    assert "nan.wav: contains NaN or Inf samples" in capsys.readouterr().err
+    assert list(out.iterdir()) == []
+
+    class FullDisk(sf.SoundFile):
+        def write(self, data):
+            raise RuntimeError("Error writing: No space left on device")
+
+    monkeypatch.setattr(sf, "SoundFile", FullDisk)
+    assert main(["separate", model, str(tmp_path / "in.wav"), "-o", str(out), "--stream"]) == 2
+    assert list(out.iterdir()) == []  # neither the outputs nor their partial files

@@ -390,7 +390,11 @@ class OpenUnmixStream:
                 f"streaming Open-Unmix needs hop < n_fft / 2, got hop {self.hop}, "
                 f"n_fft {self.n_fft}"
             )
-        self.states = [LSTMState() for _ in net.target_models]
+        self._reset()
+
+    def _reset(self) -> None:
+        """A fresh stream: LSTM states, buffers and counters back to their start."""
+        self.states = [LSTMState() for _ in self.net.target_models]
         self.raw: Tensor | None = None  # input before the left padding could be built
         self.buffer: Tensor | None = None  # padded input from the next frame's first sample
         self.ola = self.env = None  # overlap-add tails (S, C, n_fft - hop), (n_fft - hop,)
@@ -463,7 +467,7 @@ class OpenUnmixStream:
         rest = self.seen - self.out
         if rest > 0:
             y = torch.cat([y, y.new_zeros(*y.shape[:2], rest)], -1)
-        self.__init__(self.net)
+        self._reset()
         return y
 
 

@@ -43,7 +43,12 @@ def _endpoint() -> str | None:
 
 
 def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
+    """The library's offline flag, or ``HF_HUB_OFFLINE`` as set now: the library reads the
+    variable once, at import, so a process that sets it later is honoured here too."""
+    from huggingface_hub import constants
+
+    flag = os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
+    return flag or constants.HF_HUB_OFFLINE
 
 
 def load_repo(url: str, cache_dir: str | Path | None = None):

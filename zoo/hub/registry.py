@@ -88,6 +88,13 @@ def _download(url: str, dest: Path, want: str | None) -> None:
     torch.hub.download_url_to_file(_source_url(url), str(dest), hash_prefix=want, progress=False)
 
 
+def _not_cached(name: str, folder: Path) -> DownloadError:
+    return DownloadError(
+        f"{name} is not in the cache ({folder}); run `zoo download {name}` or call "
+        f"zoo.load({name!r}, download=True) to fetch it"
+    )
+
+
 def pins_path() -> Path:
     """The user's pin file: sha256 values accepted with ``--trust`` for registry files that
     have none recorded (``$ZOO_PINS`` or ``~/.config/separation-zoo/pins.json``)."""
@@ -123,10 +130,7 @@ def _first_use(name: str, file: str, spec: dict, folder: Path, download: bool, t
     untrusted = folder / ".untrusted" / file
     if not untrusted.is_file():
         if not download:
-            raise DownloadError(
-                f"{name} is not in the cache ({folder}); run `zoo download {name}` or call "
-                f"zoo.load({name!r}, download=True) to fetch it"
-            )
+            raise _not_cached(name, folder)
         untrusted.parent.mkdir(parents=True, exist_ok=True)
         try:
             _download(spec["url"], untrusted, None)
@@ -172,10 +176,7 @@ def fetch(
                 continue
             dest.unlink()  # a cached file that no longer matches is dropped
         if not download:
-            raise DownloadError(
-                f"{name} is not in the cache ({folder}); run `zoo download {name}` or call "
-                f"zoo.load({name!r}, download=True) to fetch it"
-            )
+            raise _not_cached(name, folder)
         folder.mkdir(parents=True, exist_ok=True)
         try:
             _download(spec["url"], dest, want)

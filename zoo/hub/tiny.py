@@ -13,36 +13,27 @@ import torch
 
 from .format import export_model, sha256_file
 
+CONVTASNET_TINY = {
+    "n_src": 2,
+    "sample_rate": 8000,
+    "n_filters": 16,
+    "kernel_size": 16,
+    "bn_chan": 8,
+    "hid_chan": 16,
+    "skip_chan": 8,
+    "n_blocks": 2,
+    "n_repeats": 1,
+}
+
 TINY = {
     "convtasnet-tiny-random": {
         "class_path": "zoo.backbones.ConvTasNet",
-        "init_args": {
-            "n_src": 2,
-            "sample_rate": 8000,
-            "n_filters": 16,
-            "kernel_size": 16,
-            "bn_chan": 8,
-            "hid_chan": 16,
-            "skip_chan": 8,
-            "n_blocks": 2,
-            "n_repeats": 1,
-        },
+        "init_args": CONVTASNET_TINY,
     },
     "convtasnet-causal-tiny-random": {
         "class_path": "zoo.backbones.ConvTasNet",
-        "init_args": {
-            "n_src": 2,
-            "sample_rate": 8000,
-            "n_filters": 16,
-            "kernel_size": 16,
-            "bn_chan": 8,
-            "hid_chan": 16,
-            "skip_chan": 8,
-            "n_blocks": 3,
-            "n_repeats": 1,
-            "norm": "cLN",
-            "causal": True,
-        },
+        # the same tiny network with causal convs and cLN (one more block)
+        "init_args": {**CONVTASNET_TINY, "n_blocks": 3, "norm": "cLN", "causal": True},
     },
     "tdcnpp-tiny-random": {
         "class_path": "zoo.backbones.ConvTasNet",

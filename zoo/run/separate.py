@@ -110,7 +110,7 @@ def separate_file(
                     "different output folders, or rename one"
                 )
             owners[t] = path
-        plans.append((path, targets, _channel_plan(sep.audio_channels, info.channels, path)))
+        plans.append((path, targets, _channel_plan(sep.audio_channels, info.channels, path), info))
     if out.exists() and not out.is_dir():
         raise SeparateError(f"output folder {out} is a file")
     existing = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
@@ -121,12 +121,12 @@ def separate_file(
         raise SeparateError(f"would overwrite {', '.join(clash)} (pass --overwrite)")
 
     written = []
-    for path, targets, plan in plans:
+    for path, targets, plan, info in plans:
         if not quiet:
             print(f"[zoo] {path}: {plan}", flush=True)
         if stream:
             out.mkdir(parents=True, exist_ok=True)
-            _separate_stream(sep, path, targets, block_seconds, quiet)
+            _separate_stream(sep, path, info, targets, block_seconds, quiet)
             written += targets
             continue
         wav, sr = load_audio(path)  # (C, T); names the file if unreadable or non-finite
@@ -156,7 +156,9 @@ def separate_file(
     return written
 
 
-def _separate_stream(sep, path: Path, targets: list[Path], block_seconds: float, quiet: bool):
+def _separate_stream(
+    sep, path: Path, info, targets: list[Path], block_seconds: float, quiet: bool
+) -> None:
     """One file through a :class:`zoo.streaming.Stream`: read in blocks, resampled to the
     model's rate and back block by block, every output file written as its samples are ready."""
     import soundfile as sf
@@ -165,7 +167,6 @@ def _separate_stream(sep, path: Path, targets: list[Path], block_seconds: float,
     from ..dsp import BlockResampler
     from ..streaming import stream as open_stream
 
-    info = sf.info(str(path))
     sr, n_channels, n_frames = info.samplerate, info.channels, info.frames
     model_channels = sep.prepare(torch.zeros(n_channels, 1), sep.sample_rate).shape[0]
     streamer = open_stream(sep, channels=model_channels)
@@ -187,6 +188,8 @@ def _separate_stream(sep, path: Path, targets: list[Path], block_seconds: float,
     try:
         files = [sf.SoundFile(str(t), "w", sr, n_channels, subtype="FLOAT") for t in tmps]
         for raw in sf.blocks(str(path), blocksize=block, dtype="float32", always_2d=True):
+            if not np.isfinite(raw).all():  # as load_audio refuses for the offline path
+                raise SeparateError(f"{path}: contains NaN or Inf samples")
             x = to_model(sep.prepare(torch.from_numpy(raw.T.copy()), sep.sample_rate))
             if x.shape[-1]:
                 write(streamer.push(x))

@@ -188,3 +188,20 @@ def test_a_file_without_a_recorded_sha256_is_used_only_once_trusted(unpinned, tm
     (unpinned / "model.safetensors").write_bytes(bytes(data))
     with pytest.raises(registry.DownloadError, match="failed its check"):
         zoo.load("unpinned-tiny", download=True)
+
+
+def test_a_cached_file_nobody_vouched_for_is_held_back_not_deleted(unpinned, tmp_path):
+    """A file already in the cache for an entry without a sha256 (an older version's unchecked
+    download, or one the user put there) is moved aside, never deleted, and used once trusted."""
+    folder = tmp_path / "cache" / "unpinned-tiny"
+    folder.mkdir(parents=True)
+    for f in ("model.safetensors", "config.json"):
+        (folder / f).write_bytes((unpinned / f).read_bytes())
+    digest = sha256_file(folder / "model.safetensors")
+    with pytest.raises(registry.DownloadError, match=rf"has sha256 {digest}"):
+        zoo.load("unpinned-tiny")  # no download needed to see the hash; nothing is fetched
+    assert (folder / ".untrusted" / "model.safetensors").read_bytes() == (
+        unpinned / "model.safetensors"
+    ).read_bytes()
+    zoo.load("unpinned-tiny", trust=True)  # accepted from the cache: no download
+    assert (folder / "model.safetensors").is_file() and not list((folder / ".untrusted").iterdir())
