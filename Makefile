@@ -22,7 +22,7 @@ help: ## Show this help
 	@echo
 	@echo "Layout (layers import only downwards):"
 	@echo "  zoo/cli.py         the zoo command: one sub-command per run-layer function (zoo --help)"
-	@echo "  zoo/run/           recipes (zoo/recipes, zoo/conf), prepare -> fit -> test -> results ->"
+	@echo "  zoo/run/           recipes (recipes/, conf/), prepare -> fit -> test -> results ->"
 	@echo "                     export, evaluate and oracles through a recipe's test, separate, leaderboard"
 	@echo "  zoo/system.py      SeparationSystem (LightningModule): backbone + loss + metrics"
 	@echo "  zoo/eval/ zoo/hub/ metric kernels (BSS Eval v4, matched SI-SDR); zoo format, registry, converters"
@@ -59,7 +59,7 @@ test-slow: install ## Run the slow tests too
 lint: install ## ruff
 	$(VENV)/bin/ruff check zoo tests benchmarks
 
-recipe: install ## Run a recipe (zoo/recipes/NAME.yaml): make recipe NAME=libri2mix_mixit [DATA=/path/Libri2Mix] [GPUS=n] [NODES=m] [RESUME=1 | FRESH=1] [ARGS="--trainer.max_epochs=3"]
+recipe: install ## Run a recipe (recipes/NAME.yaml): make recipe NAME=libri2mix_mixit [DATA=/path/Libri2Mix] [GPUS=n] [NODES=m] [RESUME=1 | FRESH=1] [ARGS="--trainer.max_epochs=3"]
 	$(VENV)/bin/zoo recipe $(NAME) $(if $(DATA),--data $(DATA)) --gpus $(GPUS) --nodes $(NODES) $(if $(RESUME),--resume) $(if $(FRESH),--fresh) $(ARGS)
 
 recipes: install ## List the recipes

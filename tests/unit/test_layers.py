@@ -95,3 +95,15 @@ def test_no_import_loops():
         if m not in state:
             visit(m, [m])
     assert loops == []
+
+
+def test_the_wheel_lists_every_package():
+    """pyproject.toml lists the packages by hand (recipes/ and conf/ are mapped into the
+    package): a new subpackage missing from it would be left out of the wheel."""
+    import tomllib
+
+    from setuptools import find_packages
+
+    conf = tomllib.loads((ROOT.parent / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = set(find_packages(str(ROOT.parent), include=["zoo", "zoo.*"]))
+    assert set(conf["packages"]) == found | set(conf["package-dir"])
