@@ -85,11 +85,13 @@ def forward_flops(build, item: dict) -> int:
     where every operation has a meta kernel, which costs nothing; on the CPU otherwise)."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    from zoo.backbones.capabilities import NeedsSources
+
     mix = item["mix"][None].float()
     for device in ("meta", "cpu"):
         torch.manual_seed(0)
         model = build().to(device).train()
-        args = (mix, item["ref"][None].float()) if model.needs_sources else (mix,)
+        args = (mix, item["ref"][None].float()) if isinstance(model, NeedsSources) else (mix,)
         counter = FlopCounterMode(display=False)
         try:
             with counter, torch.no_grad():

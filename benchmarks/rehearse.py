@@ -199,6 +199,7 @@ def make_data(base: Path, song_seconds: float, test_seconds: float) -> dict[str,
 
 def one(name: str, roots_json: str, work: Path) -> dict:
     """One recipe (run in its own process by :func:`main`)."""
+    from zoo.backbones.capabilities import NeedsSources
     from zoo.hub.api import load
     from zoo.run.recipe import load_recipe
     from zoo.run.separate import separate_file
@@ -247,7 +248,7 @@ def one(name: str, roots_json: str, work: Path) -> dict:
     load_s = time.perf_counter() - t1
     mixture = _longest_mixture(root, music, rate)
     separate_s, written = None, []
-    if not sep.backbone.needs_sources:  # a reference row reads the true sources: no separator
+    if not isinstance(sep.backbone, NeedsSources):  # a reference row: no separator
         t1 = time.perf_counter()
         written = separate_file(
             str(model), [str(mixture)], work / "separated" / name, overwrite=True, quiet=True

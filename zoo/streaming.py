@@ -1,9 +1,9 @@
 """``zoo.stream``: separate audio as it arrives, block by block, with a causal model.
 
-The model's own stream object (the backbone contract's ``streamer`` hook) keeps what the next
-block needs (cached convolution inputs, the overlap-add tail); this wrapper checks each block,
-runs it without autograd on the model's device, and counts samples in and out, so that a whole
-stream gives exactly as many output samples as it was given.
+The model's own stream object (its :class:`~zoo.backbones.capabilities.Streamable` capability)
+keeps what the next block needs (cached convolution inputs, the overlap-add tail); this wrapper
+checks each block, runs it without autograd on the model's device, and counts samples in and
+out, so that a whole stream gives exactly as many output samples as it was given.
 """
 
 from __future__ import annotations
@@ -42,7 +42,15 @@ class Stream:
         if want is not None and channels != want:
             raise StreamError(f"the model takes {want} channel(s), the first block has {channels}")
         from .backbones.base import ContractError
+        from .backbones.capabilities import Streamable
 
+        if not isinstance(self.backbone, Streamable):
+            raise StreamError(
+                f"{self.backbone.architecture} cannot run on a stream: its outputs depend on the "
+                "whole input; stream a causal model (ConvTasNet with causal: true, e.g. the "
+                "libri2mix_pit_causal recipe or convtasnet-causal-tiny-random; OpenUnmix with "
+                "unidirectional: true and niter: 0)"
+            )
         try:
             return self.backbone.streamer(channels)
         except ContractError as exc:

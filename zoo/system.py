@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from .backbones.base import Backbone
+from .backbones.capabilities import AuxiliaryLoss, InputStatistics, NeedsSources, TestProtocol
 from .data.base import SeparationData
 from .eval.metrics import bss_eval_items, match_and_score, oracle_stitch
 from .inference import separate_chunked
@@ -93,23 +94,24 @@ class SeparationSystem(L.LightningModule):
             SIR, SAR on 1 s windows, median over windows, then over tracks; per target).
         eval_chunk_seconds: separate validation/test items in chunks of this length with
             overlap-add (bounded memory for whole songs); ``None``: in one pass.
-        input_stats_batches: when a fresh fit starts (not a resumed one), the backbone's
-            ``fit_input_stats`` hook may read the mixtures of this many training batches
-            (Open-Unmix, Meta-TasNet); 0: never.
+        input_stats_batches: when a fresh fit starts (not a resumed one), a backbone with
+            input statistics (:class:`~zoo.backbones.capabilities.InputStatistics`: Open-Unmix,
+            Meta-TasNet) reads the mixtures of this many training batches; 0: never.
 
     Estimates are matched to the references fixed when the backbone's outputs are named
     (``backbone.sources``: music), by PIT otherwise. Validation and test report SI-SDR and
     SI-SDRi of the matched estimates (:func:`zoo.eval.metrics.match_and_score`), accumulated
     with torchmetrics so DDP ranks are combined. ``test_step`` returns one row per item (and the
     separation time); the results callback gathers and writes them: the module keeps no
-    results. A backbone that separates long inputs chunk by chunk (``test_chunk``) is also
+    results. A backbone that separates long inputs chunk by chunk (``test_chunk`` of
+    :class:`~zoo.backbones.capabilities.TestProtocol`) is also
     scored with its chunks' outputs ordered by the references (``oracle_stitch_*`` columns, the
     AudioSlots paper's protocol); the headline scores are always its own, blind, order.
     """
 
     def __init__(
         self,
-        backbone: nn.Module,
+        backbone: Backbone,
         loss: nn.Module,
         optimizer: OptimizerCallable = _adam,
         scheduler: LRSchedulerCallable | None = None,
@@ -170,7 +172,11 @@ class SeparationSystem(L.LightningModule):
             yield batch["mix"].to(self.device)
 
     def on_fit_start(self) -> None:
-        if not self.input_stats_batches or self.trainer.ckpt_path is not None:
+        if (
+            not isinstance(self.backbone, InputStatistics)
+            or not self.input_stats_batches
+            or self.trainer.ckpt_path is not None
+        ):
             return
         keys = self.backbone.fit_input_stats(self._training_mixtures())
         if keys and self.trainer.world_size > 1:  # ranks saw other batches: take rank 0's
@@ -183,12 +189,16 @@ class SeparationSystem(L.LightningModule):
     def training_objective(self, batch: dict) -> tuple[Tensor, dict[str, Tensor]]:
         """The training loss of one batch and the values to log; no side effects (no logging),
         so it can be evaluated outside a Trainer (the DDP gradient test does)."""
-        if self.backbone.needs_sources:  # a reference row trained on the true sources
+        if isinstance(self.backbone, NeedsSources):  # a reference row trained on the sources
             est = self.backbone(batch["mix"], batch["ref"])
         else:
             est = self(batch["mix"])  # (B, M, C, T)
         # backbone-specific terms (Meta-TasNet), which may run its modules: in its precision
-        aux = self.backbone.auxiliary_loss(batch["ref"])
+        aux = (
+            self.backbone.auxiliary_loss(batch["ref"])
+            if isinstance(self.backbone, AuxiliaryLoss)
+            else None
+        )
         with _no_autocast(est.device):
             est, ref = full_precision(est), full_precision(batch["ref"])
             if getattr(self.loss, "needs_supervision_mask", False):
@@ -214,7 +224,7 @@ class SeparationSystem(L.LightningModule):
 
     def separate(self, batch: dict) -> Tensor:
         """Estimates ``(B, M, C, T)`` of an evaluation batch (chunked when configured)."""
-        if self.backbone.needs_sources:  # oracle baselines
+        if isinstance(self.backbone, NeedsSources):  # oracle baselines
             return self.backbone(batch["mix"], batch["sources"])
         if self.eval_chunk_seconds:
             chunk = int(self.eval_chunk_seconds * self.backbone.sample_rate)
@@ -290,8 +300,9 @@ class SeparationSystem(L.LightningModule):
     def _oracle_stitch(self, batch: dict) -> dict[str, Tensor] | None:
         """Scores of the chunk outputs matched to the references chunk by chunk (needs the
         references: a labelled reference protocol, never the headline)."""
-        chunk = self.backbone.test_chunk
-        if not chunk or self.backbone.needs_sources or batch["mix"].shape[-1] <= chunk:
+        bb = self.backbone
+        chunk = bb.test_chunk if isinstance(bb, TestProtocol) else None
+        if not chunk or isinstance(bb, NeedsSources) or batch["mix"].shape[-1] <= chunk:
             return None
         chunks = [full_precision(c) for c in self.backbone.separate_chunks(batch["mix"])]
         with _no_autocast(batch["mix"].device):

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from ..inference import iter_chunks, join_chunks, separate_chunked
 from .base import Backbone
+from .capabilities import Exportable, ExportRefused, NeedsSources, RealSTFTPath, TestProtocol
 
 __all__ = ["AudioSlots", "AudioSlotsAutoencoder", "fourier_features"]
 
@@ -68,7 +69,7 @@ class _ResBlock(nn.Module):
         return F.relu(self.norm2(self.conv2(y)) + self.skip(x))
 
 
-class AudioSlots(Backbone):
+class AudioSlots(Backbone, TestProtocol, Exportable, RealSTFTPath):
     """Slot-centric separator: spectrogram → encoder grid → slots → one spectrogram per slot.
 
     Args:
@@ -157,13 +158,22 @@ class AudioSlots(Backbone):
             else None
         )
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
-        self.real_stft = None  # use_real_stft(): the exported graphs' path (base.py)
+        self.real_stft = None  # use_real_stft(): the exported graphs' path (capabilities.py)
 
     @property
     def export_chunk(self) -> int | None:
         """Exported graphs separate one clip of this many samples (the caller cuts and joins
         clips); the carry variant would need its slots as a graph input and output: ``None``."""
         return None if self.carry else self.chunk
+
+    def export_form(self) -> list[str]:
+        if self.carry:
+            raise ExportRefused(
+                "AudioSlots with carry: true does not export yet: its graph would need the "
+                "carried slots as a second input and output; the independent-clip AudioSlots "
+                "exports"
+            )
+        return []
 
     def _slots(self, mag: Tensor, queries: Tensor | None) -> tuple[Tensor, Tensor]:
         n, _, f, t = mag.shape
@@ -299,7 +309,7 @@ class AudioSlots(Backbone):
         return est.reshape(b, c, -1, t).transpose(1, 2)  # (B, K, C, T)
 
 
-class AudioSlotsAutoencoder(AudioSlots):
+class AudioSlotsAutoencoder(NeedsSources, AudioSlots):
     """The AudioSlots paper's autoencoder reference row (Table 1): the same network with one slot,
     reconstructing each true source from that source alone; at test its outputs, one per source,
     become the masks on each clip's mixture STFT. It reads the references, so its results are an
@@ -312,8 +322,6 @@ class AudioSlotsAutoencoder(AudioSlots):
     Shape:
         ``forward(mix, sources)``: ``(B, C, T)``, ``(B, n_src, C, T)`` → ``(B, n_src, C, T)``.
     """
-
-    needs_sources = True
 
     def __init__(
         self,

@@ -7,6 +7,7 @@ from asteroid_filterbanks import make_enc_dec
 from torch import Tensor
 
 from .base import Backbone, ContractError
+from .capabilities import Exportable, Streamable
 from .layers.tcn import TCN
 
 __all__ = [
@@ -27,7 +28,7 @@ def mixture_consistency(est: Tensor, mix: Tensor) -> Tensor:
     return est + (mix - est.sum(1)).unsqueeze(1) / est.shape[1]
 
 
-class ConvTasNet(Backbone):
+class ConvTasNet(Backbone, Streamable, Exportable):
     """Learned encoder → TCN masks → learned decoder, on waveforms.
 
     Multichannel input is separated channel by channel (channels are folded into the batch).
@@ -141,6 +142,11 @@ class ConvTasNet(Backbone):
                 "by the libri2mix_pit_causal recipe, or convtasnet-causal-tiny-random"
             )
         return ConvTasNetStream(self, channels)
+
+    @property
+    def export_min_length(self) -> int:
+        """Exported graphs take inputs of four encoder frames and more."""
+        return max(64, 4 * self.kernel_size)
 
     @property
     def architecture(self) -> str:

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from ..dsp import BinMoments, resample_differentiable
 from .base import Backbone
+from .capabilities import AuxiliaryLoss, Exportable, ExportRefused, InputStatistics
 from .layers import run_block
 
 __all__ = ["MetaTasNet"]
@@ -257,7 +258,7 @@ def _si_snr(est: Tensor, ref: Tensor) -> Tensor:
     )
 
 
-class MetaTasNet(Backbone):
+class MetaTasNet(Backbone, InputStatistics, AuxiliaryLoss, Exportable):
     """Multi-stage Meta-TasNet: instrument-generated masking TCNs at 8, 16 and 32 kHz.
 
     Args:
@@ -367,6 +368,12 @@ class MetaTasNet(Backbone):
             gain = (total * ref).sum(-1) / total.square().sum(-1).clamp_min(1e-8)
             est = est * gain[:, None, None]
         return est.reshape(b, c, self.n_src, t).transpose(1, 2)  # (B, S, C, T)
+
+    def export_form(self) -> list[str]:
+        raise ExportRefused(
+            "Meta-TasNet does not export yet: torch.export specialises its length (the stages' "
+            "resampling and padding)"
+        )
 
     @torch.no_grad()
     def fit_input_stats(self, mixtures: Iterable[Tensor]) -> list[str]:

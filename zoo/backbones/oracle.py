@@ -18,6 +18,7 @@ from torch import Tensor
 from ..dsp import stft
 from ..inference import iter_chunks, join_chunks
 from .base import Backbone
+from .capabilities import NeedsSources, TestProtocol
 
 __all__ = ["OracleMask", "oracle_estimates", "KINDS"]
 
@@ -64,7 +65,7 @@ def oracle_estimates(
     return est.reshape(b, s, c, t)
 
 
-class OracleMask(Backbone):
+class OracleMask(Backbone, NeedsSources, TestProtocol):
     """An oracle "separator": needs the true sources (``forward(mix, sources)``), not trained.
 
     Args:
@@ -76,8 +77,6 @@ class OracleMask(Backbone):
         chunk_seconds: mask clip by clip (non-overlapping clips of this length); ``None``: the
             whole input at once.
     """
-
-    needs_sources = True
 
     def __init__(
         self,

@@ -7,11 +7,12 @@ import torch
 from torch import Tensor, nn
 
 from .base import Backbone
+from .capabilities import Exportable, RealSTFTPath
 
 __all__ = ["SpectrogramUNet"]
 
 
-class SpectrogramUNet(Backbone):
+class SpectrogramUNet(Backbone, Exportable, RealSTFTPath):
     """Magnitude-STFT U-Net: six strided 5x5 conv encoder layers (batch norm, leaky ReLU 0.2), six
     5x5 transposed-conv decoder layers with skip connections (batch norm, ReLU, 50 % dropout on the
     first three), a sigmoid mask per target applied to the mixture magnitude, mixture phase for the
@@ -78,7 +79,7 @@ class SpectrogramUNet(Backbone):
             self.decoder.append(nn.Sequential(*layers))
             prev = ch
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
-        self.real_stft = None  # use_real_stft(): the exported graphs' path (base.py)
+        self.real_stft = None  # use_real_stft(): the exported graphs' path (capabilities.py)
 
     def masks(self, mag: Tensor) -> Tensor:
         """``(N, 1, F, frames)`` magnitudes (F and frames multiples of 2^depth) → sigmoid masks

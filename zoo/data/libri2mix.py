@@ -16,8 +16,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .audio import AudioError, read_audio
-from .base import SeparationData
+from .base import MiniDataset, SeparationData
 from .loading import EvalSampler, item_rng, train_loader
+from .mini import prepare_libri2mix_mini
 
 __all__ = [
     "Libri2MixDataset",
@@ -279,6 +280,10 @@ class Libri2MixDataModule(SeparationData):
 
     Validation and test items always carry the true sources, whatever the training targets.
     """
+
+    mini = MiniDataset("libri2mix-mini", "mini/Libri2Mix", prepare_libri2mix_mini)
+    datasets = ("Libri2Mix",)
+    headline_metric = ("si_sdri", "SI-SDRi (dB)")
 
     def __init__(
         self,

@@ -22,9 +22,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..dsp import resample
 from .audio import load_audio
-from .base import SeparationData
+from .base import MiniDataset, SeparationData
 from .libri2mix import DatasetNotFoundError
 from .loading import EvalSampler, item_rng, train_loader
+from .musdb_mini import prepare_musdb18_mini
 
 __all__ = ["MUSDB18DataModule", "MusdbTrainDataset", "MusdbEvalDataset", "require_ffmpeg"]
 
@@ -207,6 +208,10 @@ class MUSDB18DataModule(SeparationData):
         test_split: what ``trainer.test`` scores: ``test`` (the 50 test tracks) or ``valid``.
         limit_test_items: test on the first N tracks only (``None``: all).
     """
+
+    mini = MiniDataset("musdb18-mini", "mini/MUSDB18-HQ", prepare_musdb18_mini)
+    datasets = ("MUSDB18", "MUSDB18-HQ")
+    headline_metric = ("sdr", "SDR (dB)")
 
     def __init__(
         self,

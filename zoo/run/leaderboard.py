@@ -1,6 +1,7 @@
 """The leaderboard: generated from ``results/**/metrics.json``, never typed by hand.
 
-One table per dataset and task, sorted by the main metric (SI-SDRi for speech, SDR for music),
+One table per dataset and task, sorted by its headline metric (the one its results record, as
+their datamodule declares it: SI-SDRi for speech, SDR for music),
 results on the built-in mini data in their own tables, oracle baselines as reference rows, and
 published figures in a separate, cited column. Writes ``LEADERBOARD.md``, ``leaderboard.csv`` and
 ``leaderboard.png`` (quality against real-time factor, marker size by parameter count).
@@ -13,14 +14,18 @@ import json
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["collect", "render", "write_leaderboard", "MAIN_METRIC"]
+__all__ = ["collect", "headline", "render", "write_leaderboard"]
 
-MAIN_METRIC = {
-    "Libri2Mix": ("si_sdri", "SI-SDRi (dB)"),
-    "MUSDB18": ("sdr", "SDR (dB)"),
-    "MUSDB18-HQ": ("sdr", "SDR (dB)"),
-}
-DEFAULT_METRIC = ("si_sdri", "SI-SDRi (dB)")
+
+def headline(group: list[dict]) -> tuple[str, str]:
+    """The key and label a table is ranked by: what its results record (``headline_metric``,
+    from their datamodule), else what the datamodule claiming the dataset name declares."""
+    from ..data import headline_metric
+
+    recorded = next((m["headline_metric"] for m in group if m.get("headline_metric")), None)
+    if isinstance(recorded, list) and len(recorded) == 2:
+        return recorded[0], recorded[1]
+    return headline_metric(group[0]["dataset"])
 
 
 def collect(results: str | Path = "results") -> list[dict]:
@@ -98,7 +103,7 @@ def render(rows: list[dict], plot_name: str | None = "leaderboard.png") -> str:
     if not rows:
         lines.append("No results yet: run `make recipe NAME=...`.")
     for (dataset, task, mini), group in _tables(rows).items():
-        key, label = MAIN_METRIC.get(dataset, DEFAULT_METRIC)
+        key, label = headline(group)
         title = f"{dataset} {task}".strip()
         lines += [
             f"## {title}"
@@ -186,7 +191,7 @@ def plot(rows: list[dict], path: Path) -> bool:
         len(panels), 1, figsize=(7.5, 3.6 * len(panels)), squeeze=False, layout="constrained"
     )
     for ax, ((dataset, task, mini), pts) in zip(axes[:, 0], panels, strict=True):
-        key, label = MAIN_METRIC.get(dataset, DEFAULT_METRIC)
+        key, label = headline(pts)
         for m in pts:
             size = 30 + 300 * (m.get("params", 0) / 5e6) ** 0.5
             y = m.get(key) if m.get(key) is not None else 0.0

@@ -13,11 +13,12 @@ lengths than the example and compared with PyTorch's own path (complex STFT) bef
 (``max_abs_error`` in the returned record; over ``tolerance``, or a graph that kept the example's
 shapes, and the file is not written). Spectrogram networks run their STFT as real-valued
 convolutions in the graph (:class:`zoo.dsp.RealSTFT`: ONNX has no complex tensors). What exports
-(README, "Export"): Conv-TasNet, TDCN++, the spectrogram U-Net, Open-Unmix without its Wiener EM
-(recorded in the graph's ``zoo.notes``), and AudioSlots as a graph of one clip (its
-``export_chunk`` samples: the time axis is fixed, the caller cuts and joins clips, as the blind
-protocol does). Meta-TasNet and the slot-carrying AudioSlots do not yet (stage resampling
-specialises the length; the carried slots would be a second input): they refuse in one line.
+is said by each backbone (its :class:`~zoo.backbones.capabilities.Exportable` capability: the
+export form, the exporters to try, a graph of one clip, or a one-line refusal); nothing here
+names a class. Today (README, "Export"): Conv-TasNet, TDCN++, the spectrogram U-Net, Open-Unmix
+without its Wiener EM (recorded in the graph's ``zoo.notes``), and AudioSlots as a graph of one
+clip (its ``export_chunk`` samples: the time axis is fixed, the caller cuts and joins clips, as
+the blind protocol does); Meta-TasNet and the slot-carrying AudioSlots refuse in one line.
 
 ``zoo export-torchscript`` writes the same networks as TorchScript files (``torch.jit.trace`` of
 the same export form, checked the same way), loadable with ``torch.jit.load`` alone.
@@ -32,18 +33,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["ExportError", "export_onnx", "export_torchscript", "EXPORTABLE"]
-
-# backbone class -> why not, for those that do not export yet (checked before any tracing)
-NOT_YET = {
-    "MetaTasNet": "torch.export specialises its length (the stages' resampling and padding)",
-}
-# Conv-TasNet, TDCN++: one class; AudioSlots: one clip per graph (export_chunk)
-EXPORTABLE = ("ConvTasNet", "SpectrogramUNet", "OpenUnmix", "AudioSlots")
-# The exporters tried in turn. torch.export (torch 2.11) stops on a data-dependent guard inside
-# nn.LSTM with a dynamic length, after ~90 s on the tiny Open-Unmix: it goes straight to the
-# TorchScript tracer.
-EXPORTERS = {"OpenUnmix": ("torchscript",)}
+__all__ = ["ExportError", "export_onnx", "export_torchscript"]
 
 
 class ExportError(ValueError):
@@ -65,6 +55,7 @@ def _needs():
 def _prepare(model: str, out: str | Path, suffix: str, overwrite: bool):
     """Checks shared by the export formats, then the loaded backbone in its export form, the
     traced example and the check inputs with PyTorch's own outputs for them."""
+    from ..backbones.capabilities import Exportable, ExportRefused, NeedsSources, RealSTFTPath
     from ..hub.api import load
 
     out = Path(out)
@@ -75,30 +66,23 @@ def _prepare(model: str, out: str | Path, suffix: str, overwrite: bool):
     sep = load(model)
     backbone = sep.backbone.eval()
     kind = type(backbone).__name__
-    if backbone.needs_sources:
+    if isinstance(backbone, NeedsSources):
         raise ExportError(
             f"{model}: {kind} reads the true sources (a reference row): nothing to deploy"
         )
-    if kind not in EXPORTABLE:
-        why = NOT_YET.get(kind, "it is not among the backbones checked for export")
+    if not isinstance(backbone, Exportable):
         raise ExportError(
-            f"{model}: {kind} does not export yet: {why}; exportable: Conv-TasNet, TDCN++, "
-            "U-Net, Open-Unmix, AudioSlots (one clip per graph)"
+            f"{model}: {backbone.architecture} has no export form (its class does not declare "
+            "the Exportable capability, zoo/backbones/capabilities.py)"
         )
-    if kind == "AudioSlots" and backbone.export_chunk is None:
-        raise ExportError(
-            f"{model}: AudioSlots with carry: true does not export yet: its graph would need the "
-            "carried slots as a second input and output; the independent-clip AudioSlots exports"
-        )
-    notes = []
+    try:  # the backbone's export form (Open-Unmix: without its Wiener EM), or its refusal
+        notes = backbone.export_form()
+    except ExportRefused as exc:
+        raise ExportError(f"{model}: {exc}") from None
     chunk = backbone.export_chunk
     if chunk:
         notes.append(f"one clip of {chunk} samples per graph run (time axis fixed); cut inputs "
                      "into clips and join them in the caller")  # fmt: skip
-    if getattr(backbone, "niter", 0):  # Open-Unmix: the graph is the separator before the EM
-        notes.append(f"Wiener EM not in the graph (niter {backbone.niter} -> 0: target magnitudes "
-                     "with the mixture phase)")  # fmt: skip
-        backbone.niter = 0
     channels = sep.audio_channels or 1
     gen = torch.Generator().manual_seed(0)
     # batch 2 and 1.5 s: torch.export specialises sizes 0 and 1, so the example avoids them
@@ -109,7 +93,7 @@ def _prepare(model: str, out: str | Path, suffix: str, overwrite: bool):
               for b, f in ((1, 1.3), (3, 0.7))]  # fmt: skip
     with torch.no_grad():  # PyTorch's own path (complex STFT), before the export switch
         wants = [backbone(x) for x in checks]
-    if hasattr(backbone, "real_stft"):  # ONNX has no complex tensors; one path for both formats
+    if isinstance(backbone, RealSTFTPath):  # ONNX has no complex tensors; one path for both
         backbone.use_real_stft()
     meta = {
         "zoo.sample_rate": str(sep.sample_rate),
@@ -177,7 +161,7 @@ def export_onnx(
     )
     reasons = []
     with _written(out) as tmp:
-        for exporter in EXPORTERS.get(kind, ("dynamo", "torchscript")):
+        for exporter in backbone.exporters:
             try:
                 _export(backbone, example, tmp, exporter, opset)
             except Exception as exc:  # noqa: BLE001 - the next exporter is tried, then reported
@@ -248,7 +232,7 @@ def _export(backbone, example, path: Path, exporter: str, opset: int) -> None:
 
             dims = {0: Dim("batch")}
             if not fixed:
-                dims[2] = Dim("time", min=max(64, 4 * _min_length(backbone)))
+                dims[2] = Dim("time", min=backbone.export_min_length)
             program = torch.onnx.export(
                 backbone,
                 (example,),
@@ -298,8 +282,3 @@ def _compare(run, checks, wants, tolerance: float) -> tuple[float, str | None]:
 def _first_line(exc: Exception) -> str:
     text = str(exc).strip().splitlines()
     return (text[0] if text else "")[:200]
-
-
-def _min_length(backbone) -> int:
-    """The shortest input the network's framing takes (its encoder kernel)."""
-    return int(getattr(backbone, "kernel_size", 1))

@@ -1,4 +1,5 @@
-"""``zoo prepare``: the built-in mini datasets, written in the real on-disk formats."""
+"""``zoo prepare``: the built-in mini datasets, written in the real on-disk formats (each
+datamodule declares its own: :attr:`zoo.data.base.SeparationData.mini`)."""
 
 from __future__ import annotations
 
@@ -7,19 +8,21 @@ from pathlib import Path
 
 from .paths import data_dir
 
-__all__ = ["MINI_DATASETS", "mini_root", "prepare"]
+__all__ = ["mini_root", "prepare"]
 
-# name -> folder under data_dir()
-MINI_DATASETS = {"libri2mix-mini": "mini/Libri2Mix", "musdb18-mini": "mini/MUSDB18-HQ"}
+
+def _known(name: str):
+    from ..data import mini_datasets
+
+    known = mini_datasets()
+    if name not in known:
+        raise ValueError(f"unknown mini dataset {name!r}; known: {', '.join(sorted(known))}")
+    return known[name]
 
 
 def mini_root(name: str) -> Path:
     """Where the mini dataset ``name`` lives by default."""
-    if name not in MINI_DATASETS:
-        raise ValueError(
-            f"unknown mini dataset {name!r}; known: {', '.join(sorted(MINI_DATASETS))}"
-        )
-    return data_dir() / MINI_DATASETS[name]
+    return data_dir() / _known(name).folder
 
 
 def prepare(dataset: str, root: str | None = None, force: bool = False) -> Path:
@@ -33,17 +36,9 @@ def prepare(dataset: str, root: str | None = None, force: bool = False) -> Path:
             checkout).
         force: rebuild even if a complete set is there.
     """
-    path = Path(root) if root else mini_root(dataset)
+    mini = _known(dataset)
+    path = Path(root) if root else data_dir() / mini.folder
     t0 = time.time()
-    if dataset == "libri2mix-mini":
-        from ..data.mini import prepare_libri2mix_mini
-
-        prepare_libri2mix_mini(path, force=force)
-    elif dataset == "musdb18-mini":
-        from ..data.musdb_mini import prepare_musdb18_mini
-
-        prepare_musdb18_mini(path, force=force)
-    else:
-        mini_root(dataset)  # raises with the list of known datasets
+    mini.write(path, force=force)
     print(f"[zoo] {dataset} ready at {path} ({time.time() - t0:.1f} s)", flush=True)
     return path

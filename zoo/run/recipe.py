@@ -2,8 +2,8 @@
 
 A recipe (``<dataset>_<method>.yaml``) is data::
 
-    recipe:                 # metadata
-      mini_dataset: libri2mix-mini     # the `zoo prepare` target that provides its mini data
+    recipe:                 # metadata (optional)
+      mini_dataset: libri2mix-mini     # default: the one its datamodule class declares
     compose:                # conf fragments, applied in order
       - conf/trainer/default.yaml
       - ...
@@ -18,13 +18,12 @@ linked to it (:class:`zoo.run.lightning.ZooCLI`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
 
 from .paths import ASSETS, recipe_dirs
-from .prepare import MINI_DATASETS
 
 __all__ = ["Recipe", "RecipeError", "available_recipes", "load_recipe"]
 
@@ -54,7 +53,8 @@ class Recipe:
     Attributes:
         name: recipe name (file stem).
         path: the recipe file.
-        mini_dataset: which built-in mini dataset it runs on without ``--data``.
+        mini_dataset: which built-in mini dataset it runs on without ``--data`` (the one its
+            datamodule class declares, :attr:`zoo.data.base.SeparationData.mini`).
         compose, body: fragments (resolved paths) and own settings at paper scale.
         mini_compose, mini_body: what the ``mini:`` block adds on the built-in data.
     """
@@ -150,21 +150,47 @@ def load_recipe(name: str, recipes: str | Path | None = None) -> Recipe:
     meta = spec.get("recipe") or {}
     if set(meta) - META_KEYS:
         raise RecipeError(f"{path}: unknown recipe: keys {sorted(set(meta) - META_KEYS)}")
-    mini_dataset = meta.get("mini_dataset", "libri2mix-mini")
-    if mini_dataset not in MINI_DATASETS:
-        raise RecipeError(
-            f"{path}: recipe.mini_dataset {mini_dataset!r} is not one of {sorted(MINI_DATASETS)}"
-        )
     mini = dict(spec.get("mini") or {})
     if set(mini) - MINI_KEYS:
         raise RecipeError(f"{path}: unknown mini: keys {sorted(set(mini) - MINI_KEYS)}")
     body = {k: v for k, v in spec.items() if k in SECTIONS}
-    return Recipe(
+    recipe = Recipe(
         name=path.stem,
         path=path.resolve(),
-        mini_dataset=mini_dataset,
+        mini_dataset="",
         compose=[_fragment(f, path) for f in spec.get("compose") or []],
         body=body,
         mini_compose=[_fragment(f, path) for f in mini.pop("compose", None) or []],
         mini_body=mini,
     )
+    return replace(recipe, mini_dataset=_mini_dataset(recipe, meta.get("mini_dataset")))
+
+
+def _mini_dataset(recipe: Recipe, stated: str | None) -> str:
+    """The recipe's mini dataset: ``stated``, else the one its datamodule class declares."""
+    import importlib
+
+    from ..data import mini_datasets
+
+    known = mini_datasets()
+    if stated is not None:
+        if stated not in known:
+            raise RecipeError(
+                f"{recipe.path}: recipe.mini_dataset {stated!r} is not one of {sorted(known)}"
+            )
+        return stated
+    class_path = (recipe.merged(False).get("data") or {}).get("class_path")
+    if not class_path:
+        raise RecipeError(f"{recipe.path}: no data.class_path (compose a conf/data fragment)")
+    module, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise RecipeError(f"{recipe.path}: data.class_path {class_path}: {exc}") from None
+    mini = getattr(cls, "mini", None)
+    if mini is None:
+        raise RecipeError(
+            f"{recipe.path}: {class_path} declares no built-in mini dataset: state one in "
+            f"recipe.mini_dataset ({', '.join(sorted(known))}) or run it with --data"
+        )
+    return mini.name

@@ -18,6 +18,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from ..backbones.capabilities import NeedsSources, TestProtocol
 from ..data.mini import is_mini_dataset
 from ..eval.metrics import summarize_bss
 
@@ -102,9 +103,11 @@ class ResultsWriter(L.Callback):
             k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")
         }
         rows = sorted(self._rows, key=lambda r: r["id"])
-        data = trainer.datamodule.describe()
+        dm = trainer.datamodule
+        data = dm.describe()
         mini = is_mini_dataset(data["root"])
         backbone = pl_module.backbone
+        protocol = backbone.test_protocol if isinstance(backbone, TestProtocol) else {}
         seconds, audio = self._timing
         result = {
             "recipe": self.recipe,
@@ -112,6 +115,8 @@ class ResultsWriter(L.Callback):
             "mini": mini,
             "data_source": "built-in mini dataset (synthetic)" if mini else data.get("root"),
             "n_items": len(rows),
+            # the metric its datamodule ranks by, with its label (the leaderboard's order)
+            "headline_metric": list(dm.headline_metric),
             "si_sdr": metrics.get("test/si_sdr"),
             "si_sdri": metrics.get("test/si_sdri"),
             **(
@@ -122,8 +127,8 @@ class ResultsWriter(L.Callback):
             # music: BSS Eval v4 (museval's numbers) per target and averaged over targets
             **summarize_bss(rows, pl_module.target_names(trainer.datamodule.n_src)),
             # blind: the model's own output order; oracle: the references were used
-            "protocol": "oracle" if backbone.needs_sources else "blind",
-            **({"test_protocol": backbone.test_protocol} if backbone.test_protocol else {}),
+            "protocol": "oracle" if isinstance(backbone, NeedsSources) else "blind",
+            **({"test_protocol": protocol} if protocol else {}),
             **_reference_protocols(rows),
             "backbone": f"{type(backbone).__module__}.{type(backbone).__name__}",
             "architecture": backbone.architecture,

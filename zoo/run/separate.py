@@ -71,11 +71,12 @@ def separate_file(
     import soundfile as sf
     from tqdm import tqdm
 
+    from ..backbones.capabilities import NeedsSources
     from ..data.audio import load_audio
     from ..hub.api import load
 
     sep = load(model, download=download)
-    if sep.backbone.needs_sources:
+    if isinstance(sep.backbone, NeedsSources):
         raise SeparateError(
             f"{model}: {type(sep.backbone).__name__} is a reference row that reads the true "
             "sources (forward(mix, sources)); it cannot separate a mixture file: separate with "

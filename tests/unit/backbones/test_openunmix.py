@@ -10,13 +10,12 @@ from safetensors.torch import load_file
 
 import zoo
 from tests.conftest import FIXTURES, has_module
+from zoo.backbones.layers.filtering import invert_small, wiener
 from zoo.backbones.openunmix import (
     OpenUnmix,
     OpenUnmixTarget,
-    _invert_small,
     bandwidth_to_max_bin,
     umxhq_target,
-    wiener,
 )
 from zoo.hub import registry
 from zoo.hub.convert import ConversionError, from_openunmix
@@ -108,8 +107,8 @@ def test_wiener_em_keeps_exact_sources_and_is_a_filter():
 def test_closed_form_inverse_equals_linalg():
     m = torch.randn(50, 2, 2, dtype=torch.complex128)
     m = m @ m.conj().transpose(-1, -2) + torch.eye(2)
-    torch.testing.assert_close(_invert_small(m), torch.linalg.inv(m))
-    torch.testing.assert_close(_invert_small(m[..., :1, :1]), 1 / m[..., :1, :1])
+    torch.testing.assert_close(invert_small(m), torch.linalg.inv(m))
+    torch.testing.assert_close(invert_small(m[..., :1, :1]), 1 / m[..., :1, :1])
 
 
 def test_openunmix_folder_fixture_converts_exactly():

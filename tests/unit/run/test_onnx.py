@@ -90,12 +90,19 @@ def test_a_backbone_that_does_not_export_yet_says_why_in_one_line(tmp_path, caps
     config = {"class_path": "zoo.backbones.MetaTasNet", "init_args": dict(SMALL)}
     folder = export_model(MetaTasNet(**SMALL), config, tmp_path / "meta")
     out = tmp_path / "meta.onnx"
-    with pytest.raises(ExportError, match="MetaTasNet does not export yet: torch.export"):
+    with pytest.raises(ExportError, match="Meta-TasNet does not export yet: torch.export"):
         export_onnx(str(folder), out)
     assert not out.exists()
     assert main(["export-onnx", str(folder), "-o", str(out)]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "exportable: Conv-TasNet, TDCN++, U-Net" in err
+    assert len(err.splitlines()) == 1 and "specialises its length" in err
+    # a backbone class without the Exportable capability: refused before any tracing
+    from zoo.backbones import OracleMask
+
+    config = {"class_path": "zoo.backbones.OracleMask", "init_args": {}}
+    folder = export_model(OracleMask(), config, tmp_path / "oracle")
+    with pytest.raises(ExportError, match="reads the true sources"):
+        export_onnx(str(folder), tmp_path / "oracle.onnx")
     carry = {**SLOTS, "carry": True}
     config = {"class_path": "zoo.backbones.AudioSlots", "init_args": carry}
     folder = export_model(AudioSlots(**carry), config, tmp_path / "carry")
