@@ -61,18 +61,18 @@ def tiny_data(base: Path) -> dict[str, Path]:
 def build(name: str, dry: bool, data: dict[str, Path], results: Path):
     """The recipe's system (paper configuration, or mini when dry), one batch of its own loader
     (the structure: keys, sources, channels) and its per-device batch size and segment."""
+    from zoo.run.build import build, resolve
     from zoo.run.recipe import load_recipe
-    from zoo.run.train import instantiate, resolve
 
     root = data[load_recipe(name).mini_dataset]
-    mini_cli = instantiate(resolve(name, results=results, mini_root_dir=root, prepare_data=False))
+    mini_cli = build(resolve(name, results=results, mini_root_dir=root, prepare_data=False))
     dm = mini_cli.datamodule
     dm.setup("fit")
     template = next(iter(dm.train_dataloader()))
     if dry:  # the mini network on 2 items of the mini recipe's segment
         system, batch_size, segment = mini_cli.model, 2, dm.segment
     else:
-        paper = instantiate(resolve(name, data=str(root), results=results, prepare_data=False))
+        paper = build(resolve(name, data=str(root), results=results, prepare_data=False))
         system = paper.model
         batch_size, segment = paper.datamodule.batch_size, paper.datamodule.segment
     system.input_stats_batches = 0  # no datamodule here: statistics stay at their init
@@ -166,10 +166,10 @@ def train(name, dry, data, results, precision, devices, steps, warmup, accelerat
 
 def validate(dry, data, results, devices, accelerator, out=None):
     """val/si_sdr of the libri2mix_pit mini system (seeded random weights) on the tiny dev set."""
-    from zoo.run.train import instantiate, resolve
+    from zoo.run.build import build, resolve
 
     torch.manual_seed(0)
-    cli = instantiate(
+    cli = build(
         resolve("libri2mix_pit", results=results, mini_root_dir=data["libri2mix-mini"],
                 prepare_data=False)
     )  # fmt: skip
@@ -198,6 +198,8 @@ def worker(args) -> None:
               args.warmup, args.accelerator, Path(args.result))  # fmt: skip
     else:
         validate(args.dry, data, results, args.devices, args.accelerator, Path(args.result))
+    if torch.distributed.is_initialized():  # left to the exit, gloo's threads may abort a rank
+        torch.distributed.destroy_process_group()
 
 
 def ddp(kind: str, args, n: int, base: Path, **kw) -> dict:

@@ -2,13 +2,24 @@
 
 Each sub-command's arguments and help are generated from its function's signature and Google
 docstring, so the command line cannot drift from what the functions take. ``zoo fit | validate
-| test | predict`` hand over to LightningCLI. User errors print one line naming the culprit;
-``--debug`` (or ``ZOO_DEBUG=1``) shows the traceback instead.
+| test | predict`` hand over to LightningCLI. Errors a user can fix (:class:`zoo.errors.UserError`
+and the built-in errors of bad input: a wrong value, a missing file) print one line naming the
+culprit and exit 2; running out of memory prints one line saying what to lower; anything else
+is an internal error and shows its traceback. ``--debug`` (or ``ZOO_DEBUG=1``) shows the
+traceback of every error.
+
+Why not ``jsonargparse.CLI`` (tried on these functions, jsonargparse 4.53): it spells options
+as the parameters are named (``--out_dir``, no ``--out-dir``), takes booleans as values
+(``--resume true`` instead of ``--resume``), has no short options (``-o``), and refuses the
+LightningCLI overrides that ``zoo recipe`` passes through (``--trainer.max_epochs=3``): every
+documented command line would change. The ~50 lines below keep them, with the same source of
+truth (signatures and docstrings, parsed by ``docstring_parser`` as jsonargparse does).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import inspect
 import os
@@ -16,6 +27,8 @@ import sys
 import types
 import typing
 from collections.abc import Callable
+
+from .errors import UserError
 
 __all__ = ["COMMANDS", "main"]
 
@@ -178,7 +191,53 @@ def usage() -> str:
     return "\n".join(lines)
 
 
-USER_ERRORS = (ValueError, KeyError, FileNotFoundError, FileExistsError, RuntimeError, OSError)
+# errors a user can fix: one line. RuntimeError and OSError in general are not among them (an
+# internal error shows its traceback); the zoo's own runtime errors are UserErrors.
+USER_ERRORS = (
+    UserError,
+    ValueError,
+    KeyError,
+    FileNotFoundError,
+    FileExistsError,
+    PermissionError,
+    IsADirectoryError,
+    NotADirectoryError,
+    TimeoutError,
+)
+
+
+# the file system refusing a write or a read (full disk, read-only, no permission): the user's
+# to fix, whatever layer met it (libsndfile reports a full disk as a RuntimeError)
+DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def _user_fixable(exc: BaseException) -> bool:
+    if isinstance(exc, USER_ERRORS):
+        return True
+    if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
+        return True
+    return isinstance(exc, RuntimeError) and "No space left on device" in str(exc)
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):  # CUDA's is a RuntimeError
+        return True
+    text = str(exc)  # the CPU allocator's
+    return isinstance(exc, RuntimeError) and (
+        "can't allocate memory" in text or "out of memory" in text.lower()
+    )
+
+
+def _oom_message(cmd: str, exc: BaseException) -> str:
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+    return (
+        f"zoo {cmd}: out of memory ({first}): lower the batch size "
+        "(--data.init_args.batch_size), the training segment (--data.init_args.segment) or "
+        "the evaluation chunk (--model.eval_chunk_seconds), use --trainer.precision=bf16-mixed, "
+        "or checkpoint the network's blocks (checkpoint_blocks: true where the backbone has it)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     cmd, rest = argv[0], argv[1:]
     if cmd in LIGHTNING:
-        from .run.lightning import ZooCLI
+        from .run.build import ZooCLI
 
         ZooCLI(args=argv)
         return 0
@@ -214,9 +273,14 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as exc:  # SIGTERM: a checkpoint was saved; 128 + 15, as a killed process
         print(f"zoo {cmd}: {exc}", file=sys.stderr)
         return 143
-    except USER_ERRORS as exc:
+    except Exception as exc:  # noqa: BLE001 - sorted below; the rest is re-raised
         if debug:
             raise
+        if _out_of_memory(exc):
+            print(_oom_message(cmd, exc), file=sys.stderr)
+            return 2
+        if not _user_fixable(exc):
+            raise  # an internal error: its traceback
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"zoo {cmd}: error: {msg}", file=sys.stderr)
         return 2

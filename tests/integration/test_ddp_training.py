@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from zoo.run.lightning import ZooCLI
+from zoo.run.build import ZooCLI
 from zoo.run.recipe import available_recipes, load_recipe
 
 REPO = Path(__file__).resolve().parents[2]

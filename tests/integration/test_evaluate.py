@@ -12,6 +12,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from tests.conftest import FIXTURES, TINY_SPEC
 from zoo.cli import main
@@ -41,7 +42,20 @@ def _rows(out):
     return list(csv.DictReader(open(out / "test_items.csv")))
 
 
-def test_evaluate_equals_the_recipe_test_on_libri2mix(tiny_libri2mix, tmp_path):
+def _counting(monkeypatch, module, name):
+    """Count the calls of ``module.name`` (still calling it)."""
+    calls = []
+    original = getattr(module, name)
+
+    def counted(*args, **kwargs):
+        calls.append(torch.empty(()).device.type)  # "meta": the loader's shape check
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, counted)
+    return calls
+
+
+def test_evaluate_equals_the_recipe_test_on_libri2mix(tiny_libri2mix, tmp_path, monkeypatch):
     data = _foreign(tiny_libri2mix, tmp_path)
     own = run_recipe(
         "libri2mix_pit",
@@ -57,7 +71,18 @@ def test_evaluate_equals_the_recipe_test_on_libri2mix(tiny_libri2mix, tmp_path):
     assert own["mini"] is False and own["n_items"] == TINY_SPEC["n_test"]
     model = tmp_path / "results" / "libri2mix_pit" / "model"
     out = tmp_path / "eval"
+    import zoo.run.build
+    from zoo.backbones import ConvTasNet
+
+    resolved = _counting(monkeypatch, zoo.run.build, "load_recipe")
+    built = _counting(monkeypatch, ConvTasNet, "__init__")
     assert main(["evaluate", str(model), "--data", str(data), "-o", str(out)]) == 0  # recipe
+    # the recipe resolved once, the network built once (by zoo.load), the recipe's trainer on
+    # one device with nothing saved but the results (and the resolved config as a record)
+    assert len(resolved) == 1 and built.count("cpu") == 1
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "metrics.json",
+                                                     "test_items.csv"]  # fmt: skip
+    monkeypatch.undo()
     got = json.loads((out / "metrics.json").read_text())  # read from the model's provenance
     assert got["si_sdr"] == pytest.approx(own["si_sdr"], abs=1e-5)
     assert got["si_sdri"] == pytest.approx(own["si_sdri"], abs=1e-5)
@@ -114,8 +139,12 @@ def test_a_converted_peer_model_names_its_recipe(tiny_musdb, tmp_path):
     assert main([*bad, "--data", str(tiny_musdb), "-o", str(tmp_path / "bad")]) == 2
 
 
-def test_oracles_run_the_recipe_test(tiny_libri2mix, tmp_path):
+def test_oracles_run_the_recipe_test(tiny_libri2mix, tmp_path, monkeypatch):
+    import zoo.run.build
+
+    resolved = _counting(monkeypatch, zoo.run.build, "load_recipe")
     rows = run_oracles("libri2mix_pit", str(tiny_libri2mix), ["irm", "mixture"], results=tmp_path)
+    assert len(resolved) == 1  # once for every oracle
     irm, mixture = rows
     assert irm["oracle"] and irm["mini"] and irm["model"] == "oracle-irm"
     assert irm["si_sdri"] > 5 > abs(mixture["si_sdri"])  # the mixture's SI-SDRi is 0 by definition

@@ -14,6 +14,7 @@ import zoo
 
 ROOT = Path(zoo.__file__).parent
 LAYERS = {
+    "zoo.errors": 0,
     "zoo.dsp": 0,
     "zoo.matching": 0,
     "zoo.inference": 0,

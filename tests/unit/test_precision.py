@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import zoo.system as system_module
+from zoo.run.build import build, resolve
 from zoo.run.recipe import available_recipes, load_recipe
-from zoo.run.train import instantiate, resolve
 
 TOLERANCE = 0.02  # relative to max(1, |float32 loss|)
 
@@ -24,7 +24,7 @@ def _system_and_batch(name, tiny_libri2mix, tiny_musdb, tmp_path):
         load_recipe(name).mini_dataset
     ]
     run = resolve(name, results=tmp_path, mini_root_dir=root, prepare_data=False)
-    cli = instantiate(run)
+    cli = build(run)
     dm = cli.datamodule
     dm.setup("fit")
     torch.manual_seed(0)

@@ -47,10 +47,12 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..errors import UserError
+
 __all__ = ["Backbone", "ContractError"]
 
 
-class ContractError(TypeError):
+class ContractError(UserError, TypeError):
     """A backbone that does not provide what the contract says."""
 
 

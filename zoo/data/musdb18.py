@@ -21,23 +21,34 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..dsp import resample
-from .audio import load_audio
+from ..errors import UserError
+from .audio import AudioError, load_audio
 from .base import MiniDataset, SeparationData
 from .libri2mix import DatasetNotFoundError
 from .loading import EvalSampler, item_rng, train_loader
 from .musdb_mini import prepare_musdb18_mini
 
-__all__ = ["MUSDB18DataModule", "MusdbTrainDataset", "MusdbEvalDataset", "require_ffmpeg"]
+__all__ = [
+    "FFmpegMissingError",
+    "MUSDB18DataModule",
+    "MusdbTrainDataset",
+    "MusdbEvalDataset",
+    "require_ffmpeg",
+]
 
 SOURCES = ("vocals", "drums", "bass", "other")
 TARGETS = (*SOURCES, "accompaniment")
+
+
+class FFmpegMissingError(UserError, RuntimeError):
+    """ffmpeg / ffprobe are not on PATH."""
 
 
 def require_ffmpeg(what: str = "musdb") -> None:
     """A clear error when ffmpeg/ffprobe (musdb, stempeg and museval need them) are missing."""
     missing = [tool for tool in ("ffmpeg", "ffprobe") if shutil.which(tool) is None]
     if missing:
-        raise RuntimeError(
+        raise FFmpegMissingError(
             f"{what} needs {' and '.join(missing)} on PATH (even to be imported): install ffmpeg "
             "(`sudo apt-get install ffmpeg`, `conda install ffmpeg`, or `make install`, which "
             "does it on Debian/Ubuntu)"
@@ -80,7 +91,7 @@ def _read(track, source: str | None, start: float | None, seconds: float | None)
     try:
         audio = track.audio if source is None else track.sources[source].audio
     except Exception as exc:  # stempeg errors: name the track and the source
-        raise OSError(f"cannot read {source or 'mixture'} of {path}: {exc}") from exc
+        raise AudioError(f"cannot read {source or 'mixture'} of {path}: {exc}") from exc
     if not np.isfinite(audio).all():
         raise ValueError(f"{path}: {source or 'mixture'} holds NaN or Inf samples")
     return np.ascontiguousarray(audio.T, dtype=np.float32)

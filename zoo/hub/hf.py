@@ -18,6 +18,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from ..errors import UserError
 from .format import CONFIG, WEIGHTS, load_backbone
 
 __all__ = ["HubError", "load_repo", "model_card", "parse_url", "push"]
@@ -25,7 +26,7 @@ __all__ = ["HubError", "load_repo", "model_card", "parse_url", "push"]
 PATTERNS = [CONFIG, WEIGHTS, "README.md"]
 
 
-class HubError(RuntimeError):
+class HubError(UserError, RuntimeError):
     """A hub repo that cannot be fetched, found or written."""
 
 

@@ -26,6 +26,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..backbones.base import Backbone
+from ..errors import UserError
 from .format import sha256_file
 from .formats import load_format
 
@@ -42,7 +43,7 @@ __all__ = [
 ]
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     """A model file that could not be fetched or failed its sha256 check."""
 
 

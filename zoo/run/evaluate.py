@@ -1,15 +1,17 @@
 """``zoo evaluate`` and ``zoo oracle``: any separator scored by a recipe's own test stage.
 
-There is one evaluation path: the recipe's data, test split and test settings (matching, BSS
-Eval, chunking) are built exactly as when the recipe runs, its backbone is replaced by the
-model being scored, and ``trainer.test`` writes the same ``metrics.json`` / ``test_items.csv``.
-Adding a dataset therefore needs a datamodule, conf fragments and recipes, nothing here.
+There is one evaluation path: the recipe is resolved once, and its data, test split and test
+settings (matching, BSS Eval, chunking) are built by the same :func:`zoo.run.build.build` as
+when the recipe runs, with the model being scored in place of the recipe's backbone and the
+recipe's trainer on one device with nothing saved (``conf/trainer/evaluate.yaml``);
+``trainer.test`` writes the same ``metrics.json`` / ``test_items.csv``. Adding a dataset
+therefore needs a datamodule, conf fragments and recipes, nothing here.
 """
 
 from __future__ import annotations
 
 import inspect
-import tempfile
+import json
 from pathlib import Path
 
 __all__ = [
@@ -17,6 +19,7 @@ __all__ = [
     "complete_config",
     "evaluate",
     "model_name",
+    "resolve_test",
     "run_oracles",
     "test_with_recipe",
 ]
@@ -38,45 +41,24 @@ def complete_config(config: dict) -> dict:
     return {"class_path": config["class_path"], "init_args": {**defaults, **config["init_args"]}}
 
 
-def test_with_recipe(
+def resolve_test(
     recipe: str,
-    backbone_config: dict,
-    out: str | Path,
+    out: str | Path | None = None,
     data: str | None = None,
     split: str = "test",
     limit: int | None = None,
-    state: dict | None = None,
-    extra: dict | None = None,
-    sdr: bool | None = None,
+    sources: list[str] | None = None,
     recipes: str | Path | None = None,
-) -> dict:
-    """Run ``recipe``'s test stage with the backbone ``backbone_config`` (weights ``state``).
+):
+    """``recipe``'s test stage as a :class:`~zoo.run.build.Run` for another model (resolved
+    once): the split and item limit to score and, for a model with named outputs, the data's
+    targets in its output order."""
+    from .build import resolve
 
-    Args:
-        recipe: the recipe whose data and test settings are used.
-        backbone_config: ``{"class_path", "init_args"}`` of the backbone to test.
-        out: results folder (``metrics.json``, ``test_items.csv``).
-        data: dataset root; ``None``: the recipe's built-in mini dataset.
-        split: the datamodule's test split (``test``; ``dev`` for Libri2Mix, ``valid`` for
-            MUSDB18).
-        limit: score the first N items only.
-        state: weights for the backbone (strict load); ``None``: as built.
-        extra: recorded in the results.
-        sdr: add BSS Eval SDR / SDRi (default: unless the recipe scores BSS Eval v4 already).
-    """
-    import json
-
-    import lightning as L
-
-    from .results import ResultsWriter, read_results
-    from .train import instantiate, resolve
-
-    overrides = [f"--data.init_args.test_split={split}"]
+    run = resolve(recipe, data, out=out, recipes=recipes, prepare_data=False, evaluate=True)
+    run.overrides.append(f"--data.init_args.test_split={split}")
     if limit is not None:
-        overrides.append(f"--data.init_args.limit_test_items={limit}")
-    backbone_config = complete_config(backbone_config)
-    sources = backbone_config["init_args"].get("sources")
-    run = resolve(recipe, data, out=out, recipes=recipes, prepare_data=False)
+        run.overrides.append(f"--data.init_args.limit_test_items={limit}")
     if sources:  # named outputs: the data's references are those targets, in that order
         data_cls = _data_class(run)
         if "targets" not in inspect.signature(data_cls.__init__).parameters:
@@ -85,33 +67,35 @@ def test_with_recipe(
                 f"data ({data_cls.__name__}) have anonymous sources: evaluate it with a recipe "
                 "on a dataset with those targets"
             )
-        overrides.append(f"--data.init_args.targets={json.dumps(list(sources))}")
-    run = resolve(recipe, data, overrides=overrides, out=out, recipes=recipes)
-    run.folder.acquire()
-    try:
-        if run.folder.unfinished():  # a crashed evaluation's files: kept in the archive
-            run.folder.archive_unfinished()
-        cli = instantiate(run, backbone_config)
-        system = cli.model
-        if state is not None:
-            system.backbone.load_state_dict(state, strict=True)
-        system.report_sdr = (not system.bss_eval) if sdr is None else sdr
+        run.overrides.append(f"--data.init_args.targets={json.dumps(list(sources))}")
+    return run
+
+
+def test_with_recipe(
+    run, backbone_config: dict, ready=None, extra: dict | None = None, sdr: bool | None = None
+) -> dict:
+    """Run a resolved test stage (:func:`resolve_test`) with the backbone ``backbone_config``
+    into ``run.out`` (``metrics.json``, ``test_items.csv``).
+
+    Args:
+        run: from :func:`resolve_test`.
+        backbone_config: ``{"class_path", "init_args"}`` of the backbone to test.
+        ready: that backbone, built and with its weights (``None``: built from the config).
+        extra: recorded in the results.
+        sdr: add BSS Eval SDR / SDRi (default: unless the recipe scores BSS Eval v4 already).
+    """
+    from .build import build
+    from .results import ResultsWriter, read_results
+    from .session import run_session
+
+    with run_session(run) as session:
         writer = ResultsWriter(str(run.dir), recipe=run.recipe.name, extra=extra)
-        trainer = L.Trainer(
-            accelerator="auto",
-            devices=1,
-            logger=False,
-            callbacks=[writer],
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-        )
-        trainer.test(system, datamodule=cli.datamodule, verbose=False)
-        previous = run.folder.commit()
-    finally:
-        run.folder.release()
-    if previous:
-        print(f"[zoo] the previous results in {run.out} moved to {previous}", flush=True)
+        built = build(run, complete_config(backbone_config), ready=ready, callbacks=[writer])
+        system = built.model
+        system.report_sdr = (not system.bss_eval) if sdr is None else sdr
+        built.trainer.test(system, datamodule=built.datamodule, verbose=False)
+    if session.previous:
+        print(f"[zoo] the previous results in {run.out} moved to {session.previous}", flush=True)
     return read_results(run.out)
 
 
@@ -185,6 +169,7 @@ def evaluate(
     """
     from ..eval.metrics import macs_per_second
     from ..hub.api import load
+    from ..hub.format import build_backbone
 
     sep = load(model, download=download)
     recipe = recipe or (sep.config.get("provenance") or {}).get("recipe")
@@ -197,20 +182,17 @@ def evaluate(
     changed = backbone_changes(sep.config["backbone"], set or [])
     config = {**sep.config["backbone"]}
     config["init_args"] = {**config["init_args"], **changed}
-    extra = {"model": name, "macs_per_second": macs_per_second(sep.backbone)}
+    ready = sep.backbone
+    if changed:  # another configuration of the same weights
+        ready = build_backbone(config["class_path"], config["init_args"])
+        ready.load_state_dict(sep.backbone.state_dict(), strict=True)
+    extra = {"model": name, "macs_per_second": macs_per_second(ready)}
     suffix = "".join(f"-{k}={v}" for k, v in changed.items())
     if changed:
         extra["backbone_changes"] = changed
-    return test_with_recipe(
-        recipe,
-        config,
-        out or Path(results) / f"eval-{name}-{Path(recipe).stem}{suffix}",
-        data,
-        split,
-        limit,
-        state=sep.backbone.state_dict(),
-        extra=extra,
-    )
+    out = out or Path(results) / f"eval-{name}-{Path(recipe).stem}{suffix}"
+    run = resolve_test(recipe, out, data, split, limit, config["init_args"].get("sources"))
+    return test_with_recipe(run, config, ready=ready, extra=extra)
 
 
 def run_oracles(
@@ -236,10 +218,10 @@ def run_oracles(
         chunk_seconds: mask clip by clip on non-overlapping clips of this length (the chunked
             pipeline of AudioSlots); default: whole items.
     """
-    from .train import instantiate, resolve
+    from .build import build
 
-    with tempfile.TemporaryDirectory() as tmp:  # the recipe's own data settings and rate
-        probe = instantiate(resolve(recipe, data, out=tmp))
+    run = resolve_test(recipe, data=data, limit=limit)  # once, for every oracle
+    probe = build(run)  # the recipe's own rate, sources and names (nothing is written)
     dm, rate = probe.datamodule, probe.model.backbone.sample_rate
     rows = []
     for kind in kinds:
@@ -255,7 +237,7 @@ def run_oracles(
                 "chunk_seconds": chunk_seconds,
             },
         }
-        out = Path(results) / f"{Path(recipe).stem}-oracle-{kind}"
+        out = Path(results) / f"{run.recipe.name}-oracle-{kind}"
         extra = {"model": f"oracle-{kind}", "oracle": True}
-        rows.append(test_with_recipe(recipe, config, out, data, limit=limit, extra=extra))
+        rows.append(test_with_recipe(run.to(out), config, extra=extra))
     return rows

@@ -18,14 +18,16 @@ import sys
 import time
 from pathlib import Path
 
+from ..errors import UserError
+
 __all__ = ["RunFolder", "RunLockedError", "UnfinishedRunError"]
 
 
-class RunLockedError(RuntimeError):
+class RunLockedError(UserError, RuntimeError):
     """Another live process runs into the same results folder."""
 
 
-class UnfinishedRunError(RuntimeError):
+class UnfinishedRunError(UserError, RuntimeError):
     """An unfinished run is there: resume it or start afresh, explicitly."""
 
 

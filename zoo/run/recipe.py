@@ -13,7 +13,7 @@ A recipe (``<dataset>_<method>.yaml``) is data::
       trainer: ...
 
 Each value is stated once: the sample rate lives in the backbone, and the datamodule's rate is
-linked to it (:class:`zoo.run.lightning.ZooCLI`).
+linked to it (:class:`zoo.run.build.ZooCLI`).
 """
 
 from __future__ import annotations
@@ -75,17 +75,13 @@ class Recipe:
             out += [(None, self.mini_body)] if self.mini_body else []
         return out
 
-    def cli_args(self, mini: bool, run_dir: Path) -> list[str]:
-        """LightningCLI ``--config`` arguments; the recipe's own settings are written to
-        ``run_dir`` (``recipe.yaml``, ``mini.yaml``) as a record of what ran."""
-        run_dir.mkdir(parents=True, exist_ok=True)
+    def cli_args(self, mini: bool) -> list[str]:
+        """LightningCLI ``--config`` arguments: fragment paths, and the recipe's own settings as
+        YAML text (nothing is written; LightningCLI saves the resolved ``config.yaml`` of a
+        run as its record)."""
         args = []
-        bodies = iter(["recipe.yaml", "mini.yaml"])
         for path, body in self.layers(mini):
-            if body is not None:
-                path = run_dir / next(bodies)
-                path.write_text(yaml.safe_dump(body, sort_keys=False))
-            args += ["--config", str(path)]
+            args += ["--config", str(path) if body is None else yaml.safe_dump(body)]
         return args
 
     def merged(self, mini: bool) -> dict:

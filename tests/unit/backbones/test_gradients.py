@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from zoo.backbones.capabilities import AuxiliaryLoss, NeedsSources
+from zoo.run.build import build, resolve
 from zoo.run.recipe import available_recipes
-from zoo.run.train import instantiate, resolve
 
 
 def _backbone(name, mini, tmp_path):
@@ -23,7 +23,7 @@ def _backbone(name, mini, tmp_path):
         mini_root_dir=tmp_path / "mini",
         prepare_data=False,
     )
-    return instantiate(run).model.backbone
+    return build(run).model.backbone
 
 
 # every recipe, in its mini and its paper-scale configuration

@@ -16,8 +16,8 @@ from zoo.backbones import (
 from zoo.cli import main
 from zoo.data.musdb18 import MUSDB18DataModule
 from zoo.losses import FixedOrderLoss, HungarianLoss, MixITLoss, PITLoss, SemiSupervisedLoss
+from zoo.run.build import build, resolve
 from zoo.run.recipe import RecipeError, available_recipes, load_recipe
-from zoo.run.train import instantiate, resolve
 
 # recipe -> (backbone class, loss class, outputs, paper-scale parameter count lower bound)
 EXPECTED = {
@@ -63,7 +63,7 @@ def test_every_recipe_instantiates(name, mini, tmp_path):
         mini_root_dir=tmp_path / "mini",
         prepare_data=False,
     )
-    cli = instantiate(run)
+    cli = build(run)
     backbone_cls, loss_cls, n_out, paper_params = EXPECTED[name]
     assert isinstance(cli.model.backbone, backbone_cls)
     assert isinstance(cli.model.loss, loss_cls)
@@ -93,7 +93,7 @@ def test_recipe_overrides_apply_last(tmp_path):
         prepare_data=False,
         overrides=["--trainer.max_epochs=2"],
     )
-    assert instantiate(run).trainer.max_epochs == 2
+    assert build(run).trainer.max_epochs == 2
 
 
 def test_zoo_console_entry_point_help():
@@ -119,7 +119,7 @@ def test_a_recipe_stating_another_data_rate_fails_before_training(tmp_path):
     run = resolve(str(recipe), data=str(tmp_path / "Libri2Mix"), results=tmp_path,
                   prepare_data=False)  # fmt: skip
     with pytest.raises(IncompatibleDataError) as err:
-        instantiate(run)
+        build(run)
     msg = str(err.value)
     assert "16000 Hz" in msg and "8000 Hz" in msg and "libri2mix_pit16k.yaml" in msg
     # the same rate stated on the command line
@@ -127,7 +127,7 @@ def test_a_recipe_stating_another_data_rate_fails_before_training(tmp_path):
     cli_run = resolve("libri2mix_pit", results=tmp_path, mini_root_dir=tmp_path / "m",
                       prepare_data=False, overrides=override)  # fmt: skip
     with pytest.raises(IncompatibleDataError, match="command line"):
-        instantiate(cli_run)
+        build(cli_run)
 
 
 def test_malformed_recipes_name_the_file_and_key(tmp_path):
