@@ -217,7 +217,7 @@ def separate_cases(minutes=(2.5, 5.0, 10.0)):
     import soundfile as sf
 
     from zoo.backbones import conv_tasnet_paper
-    from zoo.hub.format import export_model
+    from zoo.hub.folder import export_model
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -150,7 +150,7 @@ def load(
     """
     p = Path(str(name_or_path)).expanduser()
     if p.exists():  # a zoo folder or a peer's checkpoint (Open-Unmix, Asteroid, torchaudio)
-        from .formats import load_path
+        from .readers import load_path
 
         return Separator(*load_path(p))
     from .registry import registered, resolve

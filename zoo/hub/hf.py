@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import UserError
-from .format import CONFIG, WEIGHTS, load_backbone
+from .folder import CONFIG, WEIGHTS, load_backbone
 
 __all__ = ["HubError", "load_repo", "model_card", "parse_url", "push"]
 
@@ -225,8 +225,8 @@ def push(
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
-    from .format import export_model
-    from .formats import load_path
+    from .folder import export_model
+    from .readers import load_path
     from .registry import resolve
 
     if _offline():

@@ -1,6 +1,6 @@
 """Named models (``registry.json``, shipped in the package) and verified downloads.
 
-An entry names the model's ``format`` (a key of :data:`zoo.hub.formats.FORMATS`), its files,
+An entry names the model's ``format`` (a key of :data:`zoo.hub.readers.FORMATS`), its files,
 where each comes from (``url``: ``https://``, ``file://``, ``package:`` for files shipped inside
 this package, or ``hf://owner/repo/file[@revision]`` on the Hugging Face hub) and its sha256 (or
 ``sha256_prefix`` for files published under torch.hub's ``<name>-<8 hex digits>`` names), and
@@ -27,8 +27,8 @@ from pathlib import Path
 
 from ..backbones.base import Backbone
 from ..errors import UserError
-from .format import sha256_file
-from .formats import load_format
+from .folder import sha256_file
+from .readers import load_format
 
 __all__ = [
     "REGISTRY",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .format import export_model, sha256_file
+from .folder import export_model, sha256_file
 
 CONVTASNET_TINY = {
     "n_src": 2,
@@ -59,7 +59,7 @@ ROOT = Path(__file__).with_name("tiny")
 
 
 def build(name: str):
-    from .format import build_backbone
+    from .folder import build_backbone
 
     torch.manual_seed(0)
     spec = TINY[name]

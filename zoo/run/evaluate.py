@@ -30,7 +30,7 @@ KINDS = ("ibm", "irm", "wiener", "mixture")
 def complete_config(config: dict) -> dict:
     """``{"class_path", "init_args"}`` with every init argument the class has (defaults filled
     in), so that it replaces a recipe's backbone instead of merging into its arguments."""
-    from ..hub.format import backbone_class
+    from ..hub.folder import backbone_class
 
     cls = backbone_class(config["class_path"])
     defaults = {
@@ -111,7 +111,7 @@ def backbone_changes(config: dict, items: list[str]) -> dict:
     """``NAME=VALUE`` arguments (YAML values) checked against the backbone's init arguments."""
     import yaml
 
-    from ..hub.format import backbone_class
+    from ..hub.folder import backbone_class
 
     cls = backbone_class(config["class_path"])
     known = [k for k in inspect.signature(cls.__init__).parameters if k != "self"]
@@ -169,7 +169,7 @@ def evaluate(
     """
     from ..eval.metrics import macs_per_second
     from ..hub.api import load
-    from ..hub.format import build_backbone
+    from ..hub.folder import build_backbone
 
     sep = load(model, download=download)
     recipe = recipe or (sep.config.get("provenance") or {}).get("recipe")

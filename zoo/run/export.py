@@ -25,7 +25,7 @@ def export_checkpoint(
         config: the run's LightningCLI ``config.yaml`` (default: found next to the checkpoint).
     """
 
-    from ..hub.format import build_backbone, export_model
+    from ..hub.folder import build_backbone, export_model
     from .results import git_sha
 
     ckpt = Path(ckpt)

@@ -45,7 +45,7 @@ def run_recipe(
     Returns:
         The results (``metrics.json``) on the rank that wrote them, ``{}`` on other ranks.
     """
-    from ..hub.format import export_model
+    from ..hub.folder import export_model
     from .build import build
     from .results import ResultsWriter, read_results
 

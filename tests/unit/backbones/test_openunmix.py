@@ -19,7 +19,7 @@ from zoo.backbones.openunmix import (
 )
 from zoo.hub import registry
 from zoo.hub.convert import ConversionError, from_openunmix
-from zoo.hub.format import sha256_file
+from zoo.hub.folder import sha256_file
 
 
 def test_umxhq_parameter_count():

@@ -20,7 +20,7 @@ from tests.fakehub import FakeHub
 from zoo.backbones import ConvTasNet
 from zoo.cli import main
 from zoo.hub import registry
-from zoo.hub.format import export_model, sha256_file
+from zoo.hub.folder import export_model, sha256_file
 from zoo.hub.hf import HubError, parse_url
 
 REPO = Path(__file__).resolve().parents[3]

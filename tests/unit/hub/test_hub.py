@@ -11,7 +11,7 @@ from tests.conftest import FIXTURES, TINY_CONVTASNET, needs_asteroid
 from zoo.backbones import ConvTasNet
 from zoo.hub import registry
 from zoo.hub.convert import ConversionError, from_asteroid, from_torchaudio_convtasnet
-from zoo.hub.format import ModelFormatError, build_backbone, export_model, load_backbone
+from zoo.hub.folder import ModelFormatError, build_backbone, export_model, load_backbone
 
 SMALL = TINY_CONVTASNET
 

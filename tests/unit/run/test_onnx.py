@@ -10,7 +10,7 @@ from zoo.backbones import AudioSlots, SpectrogramUNet
 from zoo.cli import main
 from zoo.hub import registry
 from zoo.hub.api import load
-from zoo.hub.format import export_model
+from zoo.hub.folder import export_model
 from zoo.run.onnx import ExportError, export_onnx, export_torchscript
 
 ort = pytest.importorskip("onnxruntime")

@@ -82,7 +82,7 @@ def test_a_failure_while_writing_leaves_no_partial_file(tmp_path, monkeypatch):
 
 def test_channels_are_mapped_or_refused_in_words(tmp_path, capsys):
     from zoo.backbones import OpenUnmix
-    from zoo.hub.format import export_model
+    from zoo.hub.folder import export_model
 
     six = _wav(tmp_path / "six.wav", channels=6)
     # channel-independent model: each channel separated on its own, and said so
@@ -109,7 +109,7 @@ def test_channels_are_mapped_or_refused_in_words(tmp_path, capsys):
 
 def test_zoo_separate_refuses_a_reference_row_that_reads_the_sources(tmp_path):
     from zoo.backbones import AudioSlotsAutoencoder
-    from zoo.hub.format import export_model
+    from zoo.hub.folder import export_model
     from zoo.run.separate import SeparateError, separate_file
 
     backbone = AudioSlotsAutoencoder(sample_rate=8000)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..backbones.base import Backbone
 from . import convert
-from .format import CONFIG, load_backbone
+from .folder import CONFIG, load_backbone
 
 __all__ = ["FORMATS", "detect", "load_format", "load_path"]
 
