@@ -21,12 +21,13 @@ help: ## Show this help
 		awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 	@echo
 	@echo "Layout (layers import only downwards):"
+	@echo "  recipes/ conf/     recipes (data) and the LightningCLI fragments they compose"
 	@echo "  zoo/cli.py         the zoo command: one sub-command per run-layer function (zoo --help)"
-	@echo "  zoo/run/           recipes (recipes/, conf/), prepare -> fit -> test -> results ->"
-	@echo "                     export, evaluate and oracles through a recipe's test, separate, leaderboard"
+	@echo "  zoo/run/           one build path (build.py), run folders (session.py); train, evaluate and"
+	@echo "                     oracles as short scripts over it; results, export, separate, leaderboard"
 	@echo "  zoo/system.py      SeparationSystem (LightningModule): backbone + loss + metrics"
 	@echo "  zoo/eval/ zoo/hub/ metric kernels (BSS Eval v4, matched SI-SDR); zoo format, registry, converters"
-	@echo "  zoo/backbones/ zoo/losses/ zoo/data/   networks (contract: backbones/base.py), objectives, datamodules"
+	@echo "  zoo/backbones/ zoo/losses/ zoo/data/   networks (contract: backbones/base.py, capabilities.py), objectives, datamodules"
 	@echo "  zoo/dsp.py zoo/matching.py zoo/inference.py   STFT + resampling, assignment solver, chunked separation"
 
 # musdb, stempeg and museval need ffmpeg + ffprobe on PATH even to import: installed from the
@@ -50,11 +51,14 @@ $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 
 install: ffmpeg $(VENV)/.installed ## Create .venv and install the package with its dev tools (pinned), and ffmpeg
 
-test: install ## Run the default test suite (fast, offline)
+test: install ## Run the default test suite (offline; under 3 minutes on 2 cores)
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
-test-slow: install ## Run the slow tests too
-	$(VENV)/bin/pytest -q -m "slow or not slow" $(PYTEST_ARGS)
+test-slow: install ## Run the system tier: DDP of every recipe, kill/resume, SIGTERM, torchrun, wheel, every recipe's smoke run
+	$(VENV)/bin/pytest -q -m system $(PYTEST_ARGS)
+
+test-all: install ## Run every test: default, system and the paper-scale rehearsal (slow)
+	$(VENV)/bin/pytest -q -m "slow or system or not (slow or system)" $(PYTEST_ARGS)
 
 lint: install ## ruff
 	$(VENV)/bin/ruff check zoo tests benchmarks
@@ -105,4 +109,4 @@ leaderboard: install ## Regenerate LEADERBOARD.md (+ .csv, .png) from results/**
 clean: ## Remove logs, caches and build files (keeps results/, .venv and data/)
 	rm -rf lightning_logs .pytest_cache .ruff_cache build dist
 
-.PHONY: help ffmpeg install test test-slow lint recipe recipes bench bench-install gpu-check rehearse bench-data bench-stream leaderboard oracle clean
+.PHONY: help ffmpeg install test test-slow test-all lint recipe recipes bench bench-install gpu-check rehearse bench-data bench-stream leaderboard oracle clean

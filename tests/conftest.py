@@ -1,9 +1,12 @@
 import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
 
-FIXTURES = __import__("pathlib").Path(__file__).parent / "fixtures"
+from zoo.run.paths import ASSETS
+
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def has_module(name: str) -> bool:
@@ -69,3 +72,58 @@ def tiny_musdb(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("data") / "MUSDB18-HQ"
     return prepare_musdb18_mini(root, MusdbMiniSpec(**TINY_MUSDB))
+
+
+# The smoke trainer fragment (conf/trainer/smoke.yaml): every test that runs a recipe runs it
+# with these arguments first, its own after.
+SMOKE = ["--config", str(ASSETS / "conf/trainer/smoke.yaml")]
+
+
+@pytest.fixture
+def quiet_trainer(tmp_path):
+    """Factory of CPU Trainers that write and print nothing: ``quiet_trainer(max_steps=1)``."""
+    import lightning as L
+
+    def make(**kw):
+        args = dict(
+            accelerator="cpu",
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            default_root_dir=tmp_path,
+        )
+        return L.Trainer(**{**args, **kw})
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def trained_pit(tmp_path_factory, tiny_libri2mix):
+    """``libri2mix_pit`` run once per session (smoke budget, float32, the mini network) on a
+    copy of the tiny set without its mini marker, as a user's own Libri2Mix would be: its
+    results are not labelled mini. ``.out`` is the results folder, ``.metrics`` its
+    ``metrics.json``, ``.data`` the dataset. Tests that change anything copy it first
+    (:func:`copy_run`)."""
+    import shutil
+    from types import SimpleNamespace
+
+    from zoo.data.mini import MARKER
+    from zoo.run.train import run_recipe
+
+    base = tmp_path_factory.mktemp("trained")
+    data = base / "Libri2Mix"
+    shutil.copytree(tiny_libri2mix, data)
+    (data / MARKER).unlink()
+    metrics = run_recipe(
+        "libri2mix_pit", overrides=SMOKE, results=base / "results", mini_root_dir=data
+    )
+    return SimpleNamespace(data=data, out=base / "results" / "libri2mix_pit", metrics=metrics)
+
+
+def copy_run(trained, results):
+    """A copy of the trained run's results folder as ``<results>/libri2mix_pit``."""
+    import shutil
+
+    results.mkdir(parents=True, exist_ok=True)
+    return Path(shutil.copytree(trained.out, results / "libri2mix_pit"))

@@ -1,7 +1,7 @@
 """Every recipe trains under multi-process DDP, and DDP averages the gradients it should.
 
-Every recipe in `make test-slow`; the default suite runs one recipe per backbone, loss and
-datamodule class (``DEFAULT_DDP``, checked to cover them all). Each recipe runs through the command
+Every recipe in the system tier (`make test-slow`, so every backbone, loss and datamodule
+class); the default suite runs one (``DEFAULT_DDP``). Each recipe runs through the command
 a user runs (``zoo recipe NAME`` with DDP over two spawned CPU processes, gloo; ``make recipe
 NAME=... GPUS=2`` builds the same command with ``--trainer.accelerator=gpu``), for two training
 steps, then validates, tests and writes metrics.json. A probe callback records each rank's first
@@ -24,20 +24,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conftest import SMOKE
 from zoo.run.build import ZooCLI
 from zoo.run.recipe import available_recipes, load_recipe
 
 REPO = Path(__file__).resolve().parents[2]
-DDP = [
-    "--trainer.accelerator=cpu",
-    "--trainer.devices=2",
-    "--trainer.strategy=ddp",
-    "--trainer.max_epochs=1",
-    "--trainer.limit_train_batches=2",
-    "--trainer.limit_val_batches=1",
-    "--trainer.limit_test_batches=2",
-    "--trainer.enable_progress_bar=false",
-]
+DDP = [*SMOKE, "--trainer.devices=2", "--trainer.strategy=ddp"]
 
 
 @pytest.fixture(scope="module")
@@ -74,40 +66,13 @@ def _run(cmd: list[str], cwd: Path, **env) -> None:
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-6000:]
 
 
-def _covered(names) -> dict[str, set[str]]:
-    """What the recipes ``names`` exercise: their backbone, loss and datamodule classes."""
-    seen = {"backbone": set(), "loss": set(), "data": set()}
-    for name in names:
-        config = load_recipe(name).merged(False)
-        seen["backbone"].add(config["model"]["backbone"]["class_path"])
-        seen["loss"].add(config["model"]["loss"]["class_path"])
-        seen["data"].add(config["data"]["class_path"])
-    return seen
-
-
-# The default suite trains under DDP one recipe for each backbone, objective (loss) and
-# datamodule class; `make test-slow` trains every recipe (the rest differ only in settings).
-DEFAULT_DDP = {
-    "libri2mix_audioslots",
-    "libri2mix_audioslots_autoencoder",
-    "libri2mix_mixit",
-    "libri2mix_semisup_mixit",
-    "libri2mix_unet",
-    "musdb18_metatasnet",
-    "musdb18_umx",
-}
+# The default tier trains one recipe under DDP (the quick start's); the system tier (`make
+# test-slow`) trains every recipe, so every backbone, objective and datamodule class.
+DEFAULT_DDP = {"libri2mix_mixit"}
 DDP_CASES = [
-    name if name in DEFAULT_DDP else pytest.param(name, marks=pytest.mark.slow)
+    name if name in DEFAULT_DDP else pytest.param(name, marks=pytest.mark.system)
     for name in available_recipes()
 ]
-
-
-def test_the_default_ddp_recipes_cover_every_backbone_loss_and_datamodule():
-    assert DEFAULT_DDP <= set(available_recipes())
-    assert _covered(DEFAULT_DDP) == _covered(available_recipes()), (
-        "a recipe brings a backbone, loss or datamodule class that no recipe of DEFAULT_DDP "
-        "trains under DDP: add it to DEFAULT_DDP"
-    )
 
 
 @pytest.mark.parametrize("name", DDP_CASES)
@@ -119,6 +84,7 @@ def test_recipe_trains_under_ddp_with_averaged_gradients(name, mini_root, tmp_pa
     _check_ddp_run(name, tmp_path / "results" / name, probe)
 
 
+@pytest.mark.system
 def test_torchrun_launch_trains_with_averaged_gradients(mini_root, tmp_path):
     """torchrun starts both ranks at once (Lightning's TorchElastic environment): rank 1 waits
     until rank 0 holds the results folder, and the run is the same DDP run as Lightning's own
@@ -183,6 +149,7 @@ def _check_ddp_run(name: str, out: Path, probe: Path) -> None:
         )
 
 
+@pytest.mark.system
 def test_fewer_validation_items_than_processes_is_one_line_naming_the_fix(tiny_musdb, tmp_path):
     """One validation track for two processes: a one-line error before any training step (it
     used to stop inside Lightning with "within local rank has zero length")."""

@@ -14,20 +14,13 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import FIXTURES, TINY_SPEC
+from tests.conftest import FIXTURES, SMOKE, TINY_SPEC
 from zoo.cli import main
 from zoo.data.mini import MARKER
 from zoo.run.evaluate import evaluate, run_oracles
 from zoo.run.train import run_recipe
 
-ONE_STEP = [
-    "--trainer.max_epochs=1",
-    "--trainer.limit_train_batches=1",
-    "--trainer.limit_val_batches=1",
-    "--trainer.enable_progress_bar=false",
-    "--trainer.accelerator=cpu",
-    "--data.init_args.num_workers=0",
-]
+ONE_STEP = [*SMOKE, "--trainer.limit_train_batches=1", "--data.init_args.num_workers=0"]
 
 
 def _foreign(root, tmp_path):
@@ -55,21 +48,10 @@ def _counting(monkeypatch, module, name):
     return calls
 
 
-def test_evaluate_equals_the_recipe_test_on_libri2mix(tiny_libri2mix, tmp_path, monkeypatch):
-    data = _foreign(tiny_libri2mix, tmp_path)
-    own = run_recipe(
-        "libri2mix_pit",
-        data=str(data),
-        results=tmp_path / "results",
-        overrides=[
-            *ONE_STEP,
-            "--data.init_args.train_subset=train-100",
-            "--data.init_args.segment=1.0",
-            "--data.init_args.val_segment=null",
-        ],
-    )
+def test_evaluate_equals_the_recipe_test_on_libri2mix(trained_pit, tmp_path, monkeypatch):
+    own, data = trained_pit.metrics, trained_pit.data  # a root the project did not label mini
     assert own["mini"] is False and own["n_items"] == TINY_SPEC["n_test"]
-    model = tmp_path / "results" / "libri2mix_pit" / "model"
+    model = trained_pit.out / "model"
     out = tmp_path / "eval"
     import zoo.run.build
     from zoo.backbones import ConvTasNet

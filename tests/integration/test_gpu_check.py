@@ -6,11 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from zoo.run.recipe import available_recipes
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.py"
 
 
+@pytest.mark.system
 def test_gpu_check_dry_run_measures_every_recipe_and_compares_validation(tmp_path):
     run = subprocess.run(
         [sys.executable, str(SCRIPT), "--dry", "--out", str(tmp_path / "report")],

@@ -8,11 +8,13 @@ import sysconfig
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.system
 def test_wheel_install_runs_outside_the_checkout(tmp_path):
     dist = tmp_path / "dist"
     subprocess.run(

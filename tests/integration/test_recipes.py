@@ -1,4 +1,7 @@
-"""Recipes end to end on a tiny mini set, and DDP test metrics equal to one process."""
+"""Recipes end to end on a tiny mini set, and DDP test metrics equal to one process.
+
+The default tier runs one recipe per datamodule end to end; the system tier (``make
+test-slow``) runs every recipe, the two-process runs and the paper-scale configuration."""
 
 import csv
 import json
@@ -8,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import TINY_CONVTASNET, TINY_SPEC
+from tests.conftest import SMOKE, TINY_CONVTASNET, TINY_SPEC, copy_run
 from zoo.backbones import ConvTasNet, OpenUnmix
 from zoo.data.libri2mix import Libri2MixDataModule
 from zoo.data.mini import MARKER
@@ -20,15 +23,13 @@ from zoo.system import SeparationSystem
 
 # in bf16 mixed precision, so that every recipe is known to train, validate, test and export
 # with it; the DDP test runs every recipe end to end in float32
-SMOKE = [
-    "--trainer.max_epochs=1",
-    "--trainer.limit_train_batches=2",
-    "--trainer.limit_val_batches=2",
-    "--trainer.enable_progress_bar=false",
-    "--trainer.precision=bf16-mixed",
+BF16 = [*SMOKE, "--trainer.precision=bf16-mixed"]
+# the default tier: one recipe per datamodule (the system tier runs them all)
+DEFAULT_SMOKE = {"libri2mix_pit", "musdb18_unet"}
+SMOKE_CASES = [
+    name if name in DEFAULT_SMOKE else pytest.param(name, marks=pytest.mark.system)
+    for name in available_recipes()
 ]
-# float32: the tests that compare a run's recorded metrics with a float32 re-evaluation
-FP32 = [o for o in SMOKE if not o.startswith("--trainer.precision")]
 REQUIRED = {
     "recipe",
     "dataset",
@@ -43,11 +44,18 @@ REQUIRED = {
 }
 
 
-@pytest.mark.parametrize("name", available_recipes())
+def test_the_default_smoke_runs_cover_every_datamodule():
+    from zoo.data import DATAMODULES
+
+    data = {load_recipe(n).merged(False)["data"]["class_path"] for n in DEFAULT_SMOKE}
+    assert data == {f"{dm.__module__}.{dm.__name__}" for dm in DATAMODULES}
+
+
+@pytest.mark.parametrize("name", SMOKE_CASES)
 def test_recipe_smoke_run_writes_results(name, tiny_libri2mix, tiny_musdb, tmp_path):
     mini = load_recipe(name).mini_dataset
     root = {"libri2mix-mini": tiny_libri2mix, "musdb18-mini": tiny_musdb}[mini]
-    result = run_recipe(name, overrides=SMOKE, results=tmp_path, mini_root_dir=root)
+    result = run_recipe(name, overrides=BF16, results=tmp_path, mini_root_dir=root)
     out = tmp_path / name
     metrics = json.loads((out / "metrics.json").read_text())
     assert REQUIRED <= set(metrics)
@@ -90,36 +98,31 @@ def test_recipe_smoke_run_writes_results(name, tiny_libri2mix, tiny_musdb, tmp_p
             evaluate(str(out / "model"), data=str(root), set=["maks=ibm"], results=tmp_path)
 
 
-def test_rerun_keeps_the_previous_results(tiny_libri2mix, tmp_path):
-    run_recipe("libri2mix_pit", overrides=SMOKE, results=tmp_path, mini_root_dir=tiny_libri2mix)
-    first = (tmp_path / "libri2mix_pit" / "metrics.json").read_text()
-    run_recipe("libri2mix_pit", overrides=SMOKE, results=tmp_path, mini_root_dir=tiny_libri2mix)
+def test_rerun_keeps_the_previous_results(trained_pit, tmp_path):
+    first = (copy_run(trained_pit, tmp_path) / "metrics.json").read_text()
+    run_recipe("libri2mix_pit", overrides=SMOKE, results=tmp_path, mini_root_dir=trained_pit.data)
     archived = list((tmp_path / ".archive").glob("libri2mix_pit-*/metrics.json"))
     assert len(archived) == 1 and archived[0].read_text() == first
 
 
-def _test_run(model, dm, out, **trainer_kw):
-    trainer = L.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        callbacks=[ResultsWriter(str(out))],
-        **trainer_kw,
-    )
+def _test_run(make_trainer, model, dm, out, **trainer_kw):
+    trainer = make_trainer(callbacks=[ResultsWriter(str(out))], **trainer_kw)
     trainer.test(model, datamodule=dm)
     return json.loads((out / "metrics.json").read_text()), list(
         csv.DictReader(open(out / "test_items.csv"))
     )
 
 
-def test_ddp_two_processes_equal_one_process(tiny_libri2mix, tmp_path):
+@pytest.mark.system
+def test_ddp_two_processes_equal_one_process(tiny_libri2mix, tmp_path, quiet_trainer):
     L.seed_everything(0)
     backbone = ConvTasNet(n_src=2, **TINY_CONVTASNET)
     model = SeparationSystem(backbone, PITLoss())
     dm = Libri2MixDataModule(str(tiny_libri2mix), train_subset="train-100")
-    one, rows_one = _test_run(model, dm, tmp_path / "one", devices=1)
-    two, rows_two = _test_run(model, dm, tmp_path / "two", devices=2, strategy="ddp_spawn")
+    one, rows_one = _test_run(quiet_trainer, model, dm, tmp_path / "one", devices=1)
+    two, rows_two = _test_run(
+        quiet_trainer, model, dm, tmp_path / "two", devices=2, strategy="ddp_spawn"
+    )
     assert two["world_size"] == 2 and one["world_size"] == 1
     # 5 test items over 2 ranks: 3 + 2, each scored exactly once (no padding duplicates).
     assert one["n_items"] == two["n_items"] == TINY_SPEC["n_test"]
@@ -130,15 +133,14 @@ def test_ddp_two_processes_equal_one_process(tiny_libri2mix, tmp_path):
         assert float(a["si_sdr"]) == pytest.approx(float(b["si_sdr"]), abs=1e-5)
 
 
-def test_recipe_export_loads_with_identical_outputs_and_evaluates(tiny_libri2mix, tmp_path):
+def test_recipe_export_loads_with_identical_outputs_and_evaluates(trained_pit, tmp_path):
     import torch
 
     import zoo
     from zoo.run.evaluate import evaluate
     from zoo.run.export import export_checkpoint
 
-    run_recipe("libri2mix_pit", overrides=FP32, results=tmp_path, mini_root_dir=tiny_libri2mix)
-    out = tmp_path / "libri2mix_pit"
+    out, data = trained_pit.out, trained_pit.data
     sep = zoo.load(out / "model")
     cfg = json.loads((out / "model" / "config.json").read_text())
     assert cfg["provenance"]["recipe"] == "libri2mix_pit"
@@ -152,11 +154,11 @@ def test_recipe_export_loads_with_identical_outputs_and_evaluates(tiny_libri2mix
     with torch.no_grad():
         assert torch.equal(sep(x), again(x))
     # zoo evaluate scores the exported model with the recipe's metrics
-    r = evaluate(str(out / "model"), data=str(tiny_libri2mix), out=str(tmp_path / "eval"))
+    r = evaluate(str(out / "model"), data=str(data), out=str(tmp_path / "eval"))
     assert r["si_sdri"] == pytest.approx(
         json.loads((out / "metrics.json").read_text())["si_sdri"], abs=1e-4
     )
-    assert r["mini"] is True and r["macs_per_second"] > 0 and r["rtf"] > 0
+    assert r["mini"] is False and r["macs_per_second"] > 0 and r["rtf"] > 0
     assert "sdri" in r and r["n_items"] == TINY_SPEC["n_test"]
     # the recipe's trained model exports: onnxruntime gives PyTorch's outputs
     pytest.importorskip("onnxruntime")
@@ -174,6 +176,7 @@ def test_recipe_export_loads_with_identical_outputs_and_evaluates(tiny_libri2mix
     assert got.shape == want.shape and (got - want).abs().max() <= 1e-4
 
 
+@pytest.mark.system
 def test_paper_scale_config_runs_with_data(tiny_libri2mix, tmp_path):
     # DATA= given: the recipe's paper-scale configuration (4.98 M-parameter Conv-TasNet, 3 s
     # segments, batch 6) is what runs; here one training step on CPU on the tiny set (laid out
@@ -224,19 +227,15 @@ class _RandomBatches(L.LightningDataModule):
         return torch.utils.data.DataLoader([{"mix": r.sum(0), "ref": r} for r in ref], 2)
 
 
-def test_ddp_ranks_start_from_rank_zero_input_statistics(tmp_path):
+@pytest.mark.system
+def test_ddp_ranks_start_from_rank_zero_input_statistics(quiet_trainer):
     backbone = _RankDependentStats(["vocals", "drums"], 16000, 256, 64, 2, 16, 1)
     model = SeparationSystem(backbone, FixedOrderLoss(), input_stats_batches=2)
-    trainer = L.Trainer(
-        accelerator="cpu",
+    trainer = quiet_trainer(
         devices=2,
         strategy="ddp_spawn",
         max_steps=1,
         limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        default_root_dir=tmp_path,
         callbacks=[_SameStatsOnEveryRank()],
     )
     trainer.fit(model, datamodule=_RandomBatches())

@@ -1,6 +1,7 @@
-"""`make rehearse` (in `make test-slow`): every recipe's paper configuration runs the whole path
-on generated data of the real shapes: training steps, whole-item validation, test, export,
-zoo.load and zoo separate."""
+"""The benchmark scripts' own paths (system tier), and `make rehearse` (marked ``slow``: 17
+minutes, run by ``make test-all``, not by CI): every recipe's paper configuration runs the
+whole path on generated data of the real shapes: training steps, whole-item validation, test,
+export, zoo.load and zoo separate."""
 
 import json
 import subprocess
@@ -45,7 +46,7 @@ def test_rehearsal_runs_every_recipe_at_paper_scale(tmp_path):
             assert r["separated"] == len(r["sources"]) and r["separate_s"] > 0, name
 
 
-@pytest.mark.slow
+@pytest.mark.system
 def test_data_throughput_bench_reports_every_column(tmp_path):
     """`make bench-data` on one speech and one music recipe (augmented and plain MUSDB items)."""
     script = SCRIPT.parent / "data_throughput.py"
@@ -64,6 +65,7 @@ def test_data_throughput_bench_reports_every_column(tmp_path):
     assert "items_per_s_no_aug" in rows[1] and "items_per_s_no_aug" not in rows[0]
 
 
+@pytest.mark.system
 def test_streaming_bench_reports_latency_and_rtf_per_block_size():
     """`make bench-stream` on a short input (5 s, so in the default suite): both
     configurations, every block size, and the streamed output equal to the offline model's."""

@@ -13,19 +13,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import TINY_SPEC
+from tests.conftest import SMOKE, TINY_SPEC, copy_run
 from zoo.cli import main
 from zoo.data.mini import MARKER, MiniSpec, prepare_libri2mix_mini
 from zoo.data.musdb_mini import MusdbMiniSpec, prepare_musdb18_mini
 
 REPO = Path(__file__).resolve().parents[2]
-SMOKE = [
-    "--trainer.max_epochs=1",
-    "--trainer.limit_train_batches=2",
-    "--trainer.limit_val_batches=1",
-    "--trainer.limit_test_batches=2",
-    "--trainer.enable_progress_bar=false",
-]
 
 
 # -- 1. data preparation never deletes what it did not write ---------------------------------
@@ -95,11 +88,9 @@ def data_env(tiny_libri2mix):
     return ["--mini-root-dir", str(tiny_libri2mix)]
 
 
-def test_a_failed_rerun_keeps_the_results(tiny_libri2mix, tmp_path):
-    from zoo.run.train import run_recipe
-
+def test_a_failed_rerun_keeps_the_results(trained_pit, tmp_path):
     results = tmp_path / "results"
-    run_recipe("libri2mix_pit", overrides=SMOKE, results=results, mini_root_dir=tiny_libri2mix)
+    copy_run(trained_pit, results)
     kept = (results / "libri2mix_pit" / "metrics.json").read_text()
     bad_data = ["recipe", "libri2mix_pit", "--data", str(tmp_path / "typo"),
                 "--results", str(results), *SMOKE]  # fmt: skip
@@ -112,6 +103,7 @@ def test_a_failed_rerun_keeps_the_results(tiny_libri2mix, tmp_path):
     assert not (results / ".runs" / "libri2mix_pit").exists()  # nor left behind
 
 
+@pytest.mark.system
 def test_a_second_run_is_refused_while_the_first_holds_the_lock(tmp_path, data_env):
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
@@ -156,6 +148,7 @@ def _kill_at(epoch, sig, batch=None):
 LONGER = ["--trainer.max_epochs=3", "--trainer.limit_train_batches=3"]
 
 
+@pytest.mark.system
 def test_sigterm_saves_a_checkpoint_and_exits_143(tmp_path, data_env):
     run = _run(tmp_path, *LONGER, _kill_at(1, "SIGTERM", batch=1), env=data_env, check=143)
     assert "stopped by SIGTERM, checkpoint saved at" in run.stderr and "--resume" in run.stderr
@@ -168,6 +161,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_143(tmp_path, data_env):
     assert metrics["epochs"] == 3 and metrics["train_steps"] == 3 * (TINY_SPEC["n_train"] // 8)
 
 
+@pytest.mark.system
 def test_kill_9_then_resume_ends_with_the_weights_of_an_uninterrupted_run(tmp_path, data_env):
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     whole.mkdir(), parts.mkdir()
@@ -201,13 +195,12 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
 # -- 4. evaluate names its folder after the model and never overwrites a results folder -------
 
 
-def test_evaluate_never_overwrites_results(tiny_libri2mix, tmp_path, monkeypatch):
+def test_evaluate_never_overwrites_results(trained_pit, tiny_libri2mix, tmp_path, monkeypatch):
     monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
     from zoo.run.evaluate import evaluate
-    from zoo.run.train import run_recipe
 
     results = tmp_path / "results"
-    run_recipe("libri2mix_pit", overrides=SMOKE, results=results, mini_root_dir=tiny_libri2mix)
+    copy_run(trained_pit, results)
     model = str(results / "libri2mix_pit" / "model")
     tiny = "convtasnet-tiny-random"
     a = evaluate(model, data=str(tiny_libri2mix), results=str(results), limit=2)

@@ -3,7 +3,6 @@ kept), matching chosen by the backbone contract."""
 
 import csv
 
-import lightning as L
 import pytest
 import torch
 
@@ -14,38 +13,30 @@ from zoo.losses import PITLoss
 from zoo.system import IncompatibleDataError, SeparationSystem
 
 
-def _fit(system, dm, tmp_path):
-    L.Trainer(
-        accelerator="cpu",
-        max_steps=1,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        default_root_dir=tmp_path,
-    ).fit(system, datamodule=dm)
+def _fit(system, dm, make_trainer):
+    make_trainer(max_steps=1, limit_val_batches=0).fit(system, datamodule=dm)
 
 
-def test_a_rate_mismatch_fails_before_training_naming_both(tiny_libri2mix, tmp_path):
+def test_a_rate_mismatch_fails_before_training_naming_both(tiny_libri2mix, quiet_trainer):
     system = SeparationSystem(ConvTasNet(n_src=2, sample_rate=8000, **TINY_CONVTASNET), PITLoss())
     dm = Libri2MixDataModule(str(tiny_libri2mix), sample_rate=16000, train_subset="train-100")
     before = {k: v.clone() for k, v in system.state_dict().items()}
     with pytest.raises(IncompatibleDataError) as err:
-        _fit(system, dm, tmp_path)
+        _fit(system, dm, quiet_trainer)
     msg = str(err.value)
     assert "16000 Hz (data.init_args.sample_rate)" in msg and "8000 Hz" in msg
     assert "model.backbone.init_args" in msg
     assert all(torch.equal(v, system.state_dict()[k]) for k, v in before.items())  # no step
 
 
-def test_too_few_outputs_and_named_targets_are_refused(tiny_libri2mix, tmp_path):
+def test_too_few_outputs_and_named_targets_are_refused(tiny_libri2mix, quiet_trainer):
     dm = Libri2MixDataModule(str(tiny_libri2mix), train_subset="train-100")
     one = SeparationSystem(ConvTasNet(n_src=1, **TINY_CONVTASNET), PITLoss())
     with pytest.raises(IncompatibleDataError, match="1 outputs .* for 2 sources"):
-        _fit(one, dm, tmp_path)
+        _fit(one, dm, quiet_trainer)
     named = ConvTasNet(n_src=2, sources=["vocals", "bass"], **TINY_CONVTASNET)
     with pytest.raises(IncompatibleDataError, match=r"named targets \['vocals', 'bass'\]"):
-        _fit(SeparationSystem(named, PITLoss()), dm, tmp_path)
+        _fit(SeparationSystem(named, PITLoss()), dm, quiet_trainer)
 
 
 def test_only_contract_backbones_are_accepted():
@@ -105,7 +96,7 @@ def test_blind_protocol_never_reads_references_and_oracle_stitch_is_labelled():
     assert row["si_sdr"] != noise["rows"][0]["si_sdr"]
 
 
-def test_results_record_the_protocol(tiny_libri2mix, tmp_path):
+def test_results_record_the_protocol(tiny_libri2mix, tmp_path, quiet_trainer):
     from zoo.backbones import AudioSlots
     from zoo.run.results import ResultsWriter, read_results
 
@@ -114,10 +105,7 @@ def test_results_record_the_protocol(tiny_libri2mix, tmp_path):
         dim=16, heads=2, n_layers=1, decoder_hidden=16, mask="ibm",
     )  # fmt: skip
     system = SeparationSystem(backbone, PITLoss())
-    trainer = L.Trainer(
-        accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-        callbacks=[ResultsWriter(str(tmp_path))], limit_test_batches=2,
-    )  # fmt: skip
+    trainer = quiet_trainer(callbacks=[ResultsWriter(str(tmp_path))], limit_test_batches=2)
     trainer.test(system, datamodule=Libri2MixDataModule(str(tiny_libri2mix)), verbose=False)
     result = read_results(tmp_path)
     assert result["protocol"] == "blind" and result["test_protocol"]["mask"] == "ibm"
@@ -128,7 +116,7 @@ def test_results_record_the_protocol(tiny_libri2mix, tmp_path):
     )
 
 
-def test_mono_training_items_are_refused_for_a_stereo_only_backbone(tiny_musdb, tmp_path):
+def test_mono_training_items_are_refused_for_a_stereo_only_backbone(tiny_musdb, quiet_trainer):
     from zoo.backbones import OpenUnmix
     from zoo.data.musdb18 import MUSDB18DataModule
     from zoo.losses import FixedOrderLoss
@@ -137,4 +125,4 @@ def test_mono_training_items_are_refused_for_a_stereo_only_backbone(tiny_musdb, 
     umx = OpenUnmix(n_fft=256, hop=64, hidden_size=8, bandwidth=None)
     system = SeparationSystem(umx, FixedOrderLoss())
     with pytest.raises(IncompatibleDataError, match=r"1-channel items .*random_channel: false"):
-        _fit(system, dm, tmp_path)
+        _fit(system, dm, quiet_trainer)

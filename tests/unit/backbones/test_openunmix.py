@@ -226,7 +226,7 @@ def test_input_stats_standardise_the_training_magnitudes():
         model.fit_input_stats(iter([]))
 
 
-def test_fresh_fit_initialises_input_stats_from_training_batches(tmp_path):
+def test_fresh_fit_initialises_input_stats_from_training_batches(quiet_trainer):
     import lightning as L
 
     from zoo.losses import FixedOrderLoss
@@ -245,15 +245,7 @@ def test_fresh_fit_initialises_input_stats_from_training_batches(tmp_path):
     def fit(n_batches):
         torch.manual_seed(0)
         system = SeparationSystem(_separator(), FixedOrderLoss(), input_stats_batches=n_batches)
-        trainer = L.Trainer(
-            max_steps=1,
-            accelerator="cpu",
-            logger=False,
-            limit_val_batches=0,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            default_root_dir=tmp_path,
-        )
+        trainer = quiet_trainer(max_steps=1, limit_val_batches=0)
         trainer.fit(system, datamodule=Batches())
         return system.backbone
 

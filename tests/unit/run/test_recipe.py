@@ -141,3 +141,24 @@ def test_malformed_recipes_name_the_file_and_key(tmp_path):
     bad.write_text("recipe: {mini_dataset: nope}\n")
     with pytest.raises(RecipeError, match="mini_dataset 'nope'"):
         load_recipe(str(bad))
+
+
+def test_the_cli_takes_only_zoo_backbones_at_parse_time(capsys):
+    from zoo.run.build import ZooCLI
+    from zoo.run.paths import ASSETS
+
+    args = ["--config", str(ASSETS / "conf/data/libri2mix.yaml"), "--config",
+            str(ASSETS / "conf/loss/pit.yaml"), "--model.backbone=torch.nn.Linear"]  # fmt: skip
+    with pytest.raises(SystemExit):
+        ZooCLI(args=args, run=False)
+    assert "does not correspond to a subclass of Backbone" in capsys.readouterr().err
+
+
+def test_an_evaluation_uses_the_recipes_trainer_on_one_device_saving_nothing(tmp_path):
+    run = resolve("libri2mix_pit", data=str(tmp_path / "Libri2Mix"), results=tmp_path,
+                  prepare_data=False, evaluate=True)  # fmt: skip
+    trainer = build(run).trainer
+    assert trainer.num_devices == 1 and trainer.checkpoint_callback is None
+    assert trainer.logger is None and not trainer.early_stopping_callback
+    # the recipe's own settings otherwise (its precision, gradient clipping)
+    assert trainer.gradient_clip_val == 5.0
