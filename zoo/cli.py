@@ -247,6 +247,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     cmd, rest = argv[0], argv[1:]
     if cmd in LIGHTNING:
+        from .run.build import option_value
+
+        ckpt = option_value(rest, "--ckpt_path")
+        if ckpt in ("last", "hpc"):  # Lightning finds none in a new run's folder: it starts anew
+            print(
+                f"zoo {cmd}: error: --ckpt_path {ckpt} looks for a checkpoint in the folder of the "
+                "run this command starts, where there is none (it would train from scratch): "
+                "resume a recipe run with `zoo recipe NAME --resume` (make recipe NAME=... "
+                "RESUME=1), or pass the checkpoint file itself",
+                file=sys.stderr,
+            )
+            return 2
         from .run.build import ZooCLI
 
         ZooCLI(args=argv)

@@ -40,7 +40,7 @@ def separate_chunked(
     mix: Tensor,
     chunk: int | None = None,
     overlap: float = 0.25,
-    align: bool = False,
+    align: bool | str = False,
     progress=None,
 ) -> Tensor:
     """Separate ``mix`` ``(B, C, T)`` into ``(B, S, C, T)``, ``chunk`` samples at a time.
@@ -50,7 +50,10 @@ def separate_chunked(
         mix: the input.
         chunk: chunk length in samples (``None`` or ``>= T``: one pass).
         overlap: fraction of a chunk shared with the next one (cross-faded).
-        align: reorder each chunk's outputs to match the previous chunk on the overlap.
+        align: reorder each chunk's outputs to match the previous chunk on the overlap, by the
+            correlation of the outputs (``True``) or of what sets each output apart from the
+            others (``"residual"``: the outputs' mean removed first; outputs that are all near
+            the mixture, as from an early model, then still pair by their differences).
         progress: optional callable ``progress(done_samples, total_samples)``.
     """
     b, c, t = mix.shape
@@ -75,6 +78,8 @@ def separate_chunked(
         if align and prev_tail is not None and n_overlap > 0:
             head = est[..., : prev_tail.shape[-1]].flatten(2)  # (B, S, C*n)
             ref = prev_tail.flatten(2)
+            if align == "residual":  # the part common to all outputs removed
+                head, ref = head - head.mean(1, keepdim=True), ref - ref.mean(1, keepdim=True)
             corr = torch.bmm(head, ref.transpose(1, 2))  # (B, S_new, S_prev)
             norm = head.norm(dim=-1)[:, :, None] * ref.norm(dim=-1)[:, None, :] + 1e-8
             perm = best_matching(-(corr / norm))  # (B, S): new output matched to each previous

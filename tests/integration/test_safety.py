@@ -3,6 +3,7 @@ hostile user would, through the commands a user runs."""
 
 import json
 import os
+import pickle
 import shutil
 import signal
 import subprocess
@@ -53,11 +54,25 @@ def test_prepare_rebuilds_only_its_own_files(tmp_path):
     root = tmp_path / "Libri2Mix"
     spec = MiniSpec(**{**TINY_SPEC, "n_train": 4, "n_dev": 2, "n_test": 2})
     prepare_libri2mix_mini(root, spec)
-    (root / "my_notes.txt").write_text("kept")
-    again = MiniSpec(**{**TINY_SPEC, "n_train": 5, "n_dev": 2, "n_test": 2})
-    prepare_libri2mix_mini(root, again)  # another spec: ours, so rebuilt
-    assert (root / "my_notes.txt").read_text() == "kept"
-    assert json.loads((root / MARKER).read_text())["n_train"] == 5
+    mine = {  # a user's own files, also inside the folders the mini set writes
+        "my_notes.txt": "kept",
+        "wav8k/min/my_augmented/extra.wav": "RIFF mine",
+        "wav8k/min/metadata/my_own_split.csv": "mixture_ID\n",
+        "wav8k/min/train-100/s1/my_take.wav": "RIFF mine too",
+    }
+    for rel, text in mine.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    written = set(json.loads((root / MARKER).read_text())["files"])
+    prepare_libri2mix_mini(root, spec, force=True)  # --force: rebuilt, its own files only
+    again = MiniSpec(**{**TINY_SPEC, "n_train": 5, "n_dev": 2, "n_test": 2, "seed": 1})
+    prepare_libri2mix_mini(root, again)  # another spec: ours, so rebuilt, its own files only
+    assert {rel: (root / rel).read_text() for rel in mine} == mine
+    assert json.loads((root / MARKER).read_text())["spec"]["seed"] == 1
+    now = set(json.loads((root / MARKER).read_text())["files"])
+    assert all((root / rel).is_file() for rel in now)
+    stale = written - now  # the first build's files that the second spec does not write
+    assert stale and not any((root / rel).exists() for rel in stale)
     # an empty folder, or a new one, is fine; --force adds next to unrelated files
     other = tmp_path / "other"
     other.mkdir()
@@ -150,28 +165,54 @@ LONGER = ["--trainer.max_epochs=3", "--trainer.limit_train_batches=3"]
 
 @pytest.mark.system
 def test_sigterm_saves_a_checkpoint_and_exits_143(tmp_path, data_env):
-    run = _run(tmp_path, *LONGER, _kill_at(1, "SIGTERM", batch=1), env=data_env, check=143)
+    kill = _kill_at(1, "SIGTERM", batch=1)
+    run = _run(tmp_path, *LONGER, kill, env=data_env, check=143)
     assert "stopped by SIGTERM, checkpoint saved at" in run.stderr and "--resume" in run.stderr
     assert not (tmp_path / "results" / "libri2mix_pit").exists()  # not finished: not in place
-    again = _run(tmp_path, *LONGER, env=data_env, check=2)  # neither resumed nor fresh: say so
+    again = _run(tmp_path, *LONGER, kill, env=data_env, check=2)  # neither resumed nor fresh
     assert "unfinished run of libri2mix_pit" in again.stderr and "--resume" in again.stderr
-    _run(tmp_path, *LONGER, "--resume", env=data_env, check=0)
+    _run(tmp_path, *LONGER, kill, "--resume", env=data_env, check=0)
     metrics = json.loads((tmp_path / "results/libri2mix_pit/metrics.json").read_text())
     # every step done once: 3 epochs of the tiny set's 16 mixtures in batches of 8
     assert metrics["epochs"] == 3 and metrics["train_steps"] == 3 * (TINY_SPEC["n_train"] // 8)
 
 
+def _same_weights(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _state(ckpt: Path) -> dict:
+    return torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+
+
 @pytest.mark.system
-def test_kill_9_then_resume_ends_with_the_weights_of_an_uninterrupted_run(tmp_path, data_env):
+def test_kill_9_mid_epoch_then_resume_ends_where_an_uninterrupted_run_ends(tmp_path, data_env):
+    """The path a user runs: ``zoo recipe`` killed with SIGKILL in the middle of an epoch,
+    then ``zoo recipe --resume``: the same tested checkpoint, the same final weights and the
+    same test scores as an uninterrupted run (one process, no loader workers)."""
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     whole.mkdir(), parts.mkdir()
-    _run(whole, *LONGER, env=data_env, check=0)
-    killed = _run(parts, *LONGER, _kill_at(2, "SIGKILL"), env=data_env)
+    longer = ["--trainer.max_epochs=4", "--trainer.limit_train_batches=2",
+              "--trainer.limit_val_batches=2"]  # fmt: skip
+    kill = _kill_at(2, "SIGKILL", batch=1)
+    _run(whole, *longer, env=data_env, check=0)
+    killed = _run(parts, *longer, kill, env=data_env)
     assert killed.returncode == -signal.SIGKILL
-    _run(parts, *LONGER, "--resume", env=data_env, check=0)
-    a = load_file(str(whole / "results/libri2mix_pit/model/model.safetensors"))
-    b = load_file(str(parts / "results/libri2mix_pit/model/model.safetensors"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    _run(parts, *longer, kill, "--resume", env=data_env, check=0)
+    a_out, b_out = (d / "results/libri2mix_pit" for d in (whole, parts))
+    a_m, b_m = (json.loads((o / "metrics.json").read_text()) for o in (a_out, b_out))
+    assert (a_m["si_sdr"], a_m["train_steps"]) == (b_m["si_sdr"], b_m["train_steps"])
+    # one logger version, the same tested (best) checkpoint, the same last weights
+    assert [p.name for p in (b_out / "lightning_logs").iterdir()] == ["version_0"]
+    ckpts = [sorted(p.name for p in (o / "lightning_logs/version_0/checkpoints").iterdir())
+             for o in (a_out, b_out)]  # fmt: skip
+    assert ckpts[0] == ckpts[1] and any(n.startswith("best-") for n in ckpts[0])
+    for name in ckpts[0]:
+        ck = [_state(o / "lightning_logs/version_0/checkpoints" / name) for o in (a_out, b_out)]
+        assert _same_weights(*ck), name
+    a = load_file(str(a_out / "model/model.safetensors"))
+    b = load_file(str(b_out / "model/model.safetensors"))
+    assert _same_weights(a, b)
 
 
 def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
@@ -214,3 +255,98 @@ def test_evaluate_never_overwrites_results(trained_pit, tiny_libri2mix, tmp_path
     evaluate(model, data=str(tiny_libri2mix), out=str(results / "libri2mix_pit"), limit=1)
     archived = list((results / ".archive").glob("libri2mix_pit-*/metrics.json"))
     assert [p.read_text() for p in archived] == [kept]
+
+
+# -- 5. resume refuses what would not be the same run, and unreadable checkpoints -------------
+
+
+def _unfinished(trained, results: Path) -> Path:
+    """The trained run's folder as an unfinished staged run (its last.ckpt ends the training)."""
+    stage = results / ".runs" / "libri2mix_pit"
+    shutil.copytree(trained.out, stage, ignore=shutil.ignore_patterns("model", "*.json", "*.csv"))
+    return stage
+
+
+def test_resume_refuses_other_settings_and_records_a_longer_budget(trained_pit, tmp_path, capsys):
+    from zoo.run.train import run_recipe
+
+    results = tmp_path / "results"
+    stage = _unfinished(trained_pit, results)
+    base = ["recipe", "libri2mix_pit", "--results", str(results), "--resume", *SMOKE]
+    data = ["--mini-root-dir", str(trained_pit.data)]
+    for changed, key in (
+        (["--model.optimizer.init_args.lr=0.5", *data], "model.optimizer.init_args.lr=0.5"),
+        (["--mini-root-dir", str(tmp_path)], "data.init_args.root="),
+        (["--model.backbone.init_args.n_blocks=2", *data], "model.backbone.init_args.n_blocks"),
+    ):
+        assert main([*base, *changed]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and key in err and "--fresh" in err, err
+        assert (stage / "lightning_logs/version_0/checkpoints/last.ckpt").is_file()  # kept
+    # a longer budget is what a user may change: it trains on, and the results say so
+    metrics = run_recipe("libri2mix_pit", results=results, resume=True,
+                         overrides=[*SMOKE, "--trainer.max_epochs=2"],
+                         mini_root_dir=trained_pit.data)  # fmt: skip
+    assert metrics["epochs"] == 2 and metrics["resumed_with"] == {"trainer.max_epochs": [1, 2]}
+
+
+@pytest.mark.parametrize("damage", ["truncated", "foreign"])
+def test_an_unreadable_checkpoint_is_one_line_naming_it(damage, trained_pit, tmp_path, capsys):
+    results = tmp_path / "results"
+    last = _unfinished(trained_pit, results) / "lightning_logs/version_0/checkpoints/last.ckpt"
+    if damage == "truncated":
+        last.write_bytes(last.read_bytes()[:1000])
+    else:  # a pickle that would run code if it were unpickled
+        last.write_bytes(pickle.dumps(_Evil()))
+    args = ["recipe", "libri2mix_pit", "--results", str(results), "--resume", *SMOKE,
+            "--mini-root-dir", str(trained_pit.data)]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(last) in err and "--fresh" in err, err
+    assert ("unreadable" if damage == "truncated" else "not a checkpoint of ours") in err
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+# -- 6. SIGTERM outside training: every stage exits 143 and says what is left ---------------
+
+
+def _sigterm_in_test_step(monkeypatch):
+    from zoo.system import SeparationSystem
+
+    original = SeparationSystem.test_step
+
+    def test_step(self, batch, batch_idx):
+        if batch_idx == 0:
+            os.kill(os.getpid(), signal.SIGTERM)  # Lightning stops after this batch
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(SeparationSystem, "test_step", test_step)
+
+
+def test_sigterm_in_the_test_stage_exits_143_and_resume_finishes(tiny_libri2mix, tmp_path,
+                                                                 monkeypatch, capsys):  # fmt: skip
+    results = tmp_path / "results"
+    args = ["recipe", "libri2mix_pit", "--results", str(results), *SMOKE,
+            "--mini-root-dir", str(tiny_libri2mix)]  # fmt: skip
+    _sigterm_in_test_step(monkeypatch)
+    assert main(args) == 143
+    err = capsys.readouterr().err
+    assert "stopped by SIGTERM, checkpoint saved at" in err and "--resume" in err
+    assert not (results / "libri2mix_pit").exists()
+    monkeypatch.undo()
+    assert main([*args, "--resume"]) == 0  # training was over: the resumed run tests
+    assert json.loads((results / "libri2mix_pit/metrics.json").read_text())["n_items"] == 5
+
+
+def test_sigterm_during_evaluate_exits_143_and_leaves_nothing(trained_pit, tmp_path,
+                                                             monkeypatch, capsys):  # fmt: skip
+    out = tmp_path / "eval"
+    _sigterm_in_test_step(monkeypatch)
+    args = ["evaluate", str(trained_pit.out / "model"), "--data", str(trained_pit.data)]
+    assert main([*args, "-o", str(out)]) == 143
+    assert "evaluation stopped by SIGTERM" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / ".runs" / "eval").exists()

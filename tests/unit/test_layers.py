@@ -19,6 +19,7 @@ LAYERS = {
     "zoo.matching": 0,
     "zoo.inference": 0,
     "zoo.losses": 1,
+    "zoo.optim": 1,
     "zoo.backbones": 1,
     "zoo.data": 1,
     "zoo.eval": 2,

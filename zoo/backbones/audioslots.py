@@ -69,11 +69,49 @@ class _ResBlock(nn.Module):
         return F.relu(self.norm2(self.conv2(y)) + self.skip(x))
 
 
+class SlotDecoderLayer(nn.Module):
+    """One pre-norm transformer decoder layer over the slots: self-attention among the slots,
+    cross-attention to the encoder tokens, an MLP. ``query_pos`` (the learned slot queries, as
+    DETR's object queries, which the AudioSlots paper cites) is added to the queries and keys of
+    the self-attention and to the queries of the cross-attention at every layer; with
+    ``query_pos`` 0 it is torch's ``TransformerDecoderLayer(norm_first=True)``. With
+    ``from_zero`` (the first layer of slots that start at 0: attending among equal slots gives
+    each the same constant, and normalising 0 gives a constant) it starts at the
+    cross-attention, with the queries alone as its queries.
+
+    Shape:
+        slots ``(N, K, D)``, query_pos ``(N, K, D)`` or 0, tokens ``(N, L, D)`` → ``(N, K, D)``.
+    """
+
+    def __init__(self, dim: int, heads: int, hidden: int, from_zero: bool = False):
+        super().__init__()
+        if from_zero:
+            self.norm1 = self.self_attn = None
+            self.norm2 = nn.Identity()
+        else:
+            self.norm1 = nn.LayerNorm(dim)
+            self.self_attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+            self.norm2 = nn.LayerNorm(dim)
+        self.cross_attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.linear1, self.linear2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
+        self.norm3 = nn.LayerNorm(dim)
+
+    def forward(self, slots: Tensor, query_pos: Tensor | float, tokens: Tensor) -> Tensor:
+        if self.self_attn is not None:
+            x = self.norm1(slots)
+            q = x + query_pos
+            slots = slots + self.self_attn(q, q, x, need_weights=False)[0]
+        q = self.norm2(slots) + query_pos
+        slots = slots + self.cross_attn(q, tokens, tokens, need_weights=False)[0]
+        return slots + self.linear2(F.relu(self.linear1(self.norm3(slots))))
+
+
 class AudioSlots(Backbone, TestProtocol, Exportable, RealSTFTPath):
     """Slot-centric separator: spectrogram → encoder grid → slots → one spectrogram per slot.
 
     Args:
-        n_slots: number of slots (outputs); may exceed the number of sources <4>.
+        n_slots: number of slots (outputs) <n = number of sources: 2 on Libri2Mix>; more slots
+            than sources are matched by the Hungarian loss, the others pushed to silence.
         sample_rate: <16000>.
         n_fft: STFT window <512>; hop: STFT hop <125>; power: magnitude compression <0.3>.
         chunk_seconds: clip length the model separates at a time <0.5>; longer inputs are cut
@@ -81,12 +119,17 @@ class AudioSlots(Backbone, TestProtocol, Exportable, RealSTFTPath):
         carry: carry the slots from clip to clip (a learned predictor makes the next clip's
             queries from them); training segments longer than a clip then run clip by clip.
             ``False``: clips are independent; at test they overlap by half, their slots aligned
-            to the previous clip's on the overlap and cross-faded.
+            to the previous clip's on the overlap (by what sets each slot apart from the others:
+            the slots' mean, mixture-like, removed first) and cross-faded.
         channels: encoder stage widths; each stage halves both axes (three stages: 257 x 65 bins
             x frames → 33 x 9; the paper's grid is 32 x 8).
         dim: slot and token width; heads: attention heads; n_layers: transformer layers <4>.
         decoder_hidden, decoder_layers: the shared MLP of the spatial-broadcast decoder.
         n_fourier: octaves of Fourier position features (per axis, sine and cosine).
+        queries: how the learned slot queries enter the transformer: ``"detr"`` (the slots start
+            at 0 and the queries are added at every layer, as DETR's object queries, which the
+            paper cites) or ``"initial"`` (the queries are the slots' initial value only).
+        token_norm: layer-normalise the encoder tokens before the cross-attention.
         mask: at inference, turn the slot magnitudes into ``"wiener"`` (power ratio) or
             ``"ibm"`` (binary) masks on the mixture STFT, or ``"none"`` (the generated magnitudes
             with the mixture phase).
@@ -104,7 +147,7 @@ class AudioSlots(Backbone, TestProtocol, Exportable, RealSTFTPath):
 
     def __init__(
         self,
-        n_slots: int = 4,
+        n_slots: int = 2,
         sample_rate: int = 16000,
         n_fft: int = 512,
         hop: int = 125,
@@ -120,10 +163,15 @@ class AudioSlots(Backbone, TestProtocol, Exportable, RealSTFTPath):
         mask: str = "wiener",
         train_masked: bool = False,
         carry: bool = False,
+        queries: str = "detr",
+        token_norm: bool = True,
     ):
         super().__init__()
         if mask not in ("wiener", "ibm", "none"):
             raise ValueError(f"mask must be 'wiener', 'ibm' or 'none', got {mask!r}")
+        if queries not in ("detr", "initial"):
+            raise ValueError(f"queries must be 'detr' or 'initial', got {queries!r}")
+        self.queries = queries
         self.n_src = n_slots
         self.sample_rate, self.n_fft, self.hop, self.power = sample_rate, n_fft, hop, power
         self.chunk = int(round(chunk_seconds * sample_rate))
@@ -138,11 +186,15 @@ class AudioSlots(Backbone, TestProtocol, Exportable, RealSTFTPath):
         n_pos = 4 * n_fourier + 2
         self.token_proj = nn.Linear(prev, dim)
         self.token_pos = nn.Linear(n_pos, dim)
+        self.token_norm = nn.LayerNorm(dim) if token_norm else nn.Identity()
         self.slots = nn.Parameter(torch.randn(n_slots, dim) * dim**-0.5)  # learned queries
-        layer = nn.TransformerDecoderLayer(
-            dim, heads, 4 * dim, dropout=0.0, batch_first=True, norm_first=True
-        )  # self-attention among slots, then cross-attention to the tokens, then an MLP
-        self.transformer = nn.TransformerDecoder(layer, n_layers, norm=nn.LayerNorm(dim))
+        # DETR's slots start at 0 (unless carried in from the previous clip)
+        from_zero = queries == "detr" and not carry
+        self.layers = nn.ModuleList(
+            SlotDecoderLayer(dim, heads, 4 * dim, from_zero=from_zero and i == 0)
+            for i in range(n_layers)
+        )
+        self.final_norm = nn.LayerNorm(dim)
         self.dec_slot = nn.Linear(dim, decoder_hidden)
         self.dec_pos = nn.Linear(n_pos, decoder_hidden, bias=False)
         mlp = []
@@ -181,11 +233,17 @@ class AudioSlots(Backbone, TestProtocol, Exportable, RealSTFTPath):
         gf, gt = x.shape[-2:]
         tokens = self.token_proj(x.flatten(2).transpose(1, 2))  # (N, F'T', D)
         tokens = tokens + self.token_pos(fourier_features(gf, gt, self.n_fourier, mag.device))
-        if queries is None:  # a copy, not a view: a no-grad view of a parameter still
-            queries = self.slots.repeat(
-                n, 1, 1
-            )  # "requires grad", which torch's FLOP counter trips on
-        slots = self.transformer(queries, tokens)  # (N, K, D)
+        tokens = self.token_norm(tokens)
+        # a copy, not a view: a no-grad view of a parameter still "requires grad", which
+        # torch's FLOP counter trips on
+        learned = self.slots.repeat(n, 1, 1)  # (N, K, D)
+        if self.queries == "detr":  # slots from 0 (or carried), the queries at every layer
+            slots, pos = (torch.zeros_like(learned) if queries is None else queries), learned
+        else:  # the queries (or carried slots) as the initial slots only
+            slots, pos = (learned if queries is None else queries), 0.0
+        for layer in self.layers:
+            slots = layer(slots, pos, tokens)
+        slots = self.final_norm(slots)  # (N, K, D)
         pos = self.dec_pos(fourier_features(f, t, self.n_fourier, mag.device))  # (F*T, H)
         h = self.dec_slot(slots)[:, :, None, :] + pos  # spatial broadcast: (N, K, F*T, H)
         out = F.softplus(self.dec_mlp(h)).squeeze(-1)  # (N, K, F*T), non-negative
@@ -305,7 +363,7 @@ class AudioSlots(Backbone, TestProtocol, Exportable, RealSTFTPath):
         elif self.training or t <= self.chunk:
             est = self._separate(x)
         else:
-            est = separate_chunked(self._separate, x, self.chunk, overlap=0.5, align=True)
+            est = separate_chunked(self._separate, x, self.chunk, overlap=0.5, align="residual")
         return est.reshape(b, c, -1, t).transpose(1, 2)  # (B, K, C, T)
 
 
@@ -340,10 +398,13 @@ class AudioSlotsAutoencoder(NeedsSources, AudioSlots):
         n_fourier: int = 8,
         mask: str = "wiener",
         train_masked: bool = False,
+        queries: str = "detr",
+        token_norm: bool = True,
     ):
         super().__init__(
             1, sample_rate, n_fft, hop, power, chunk_seconds, channels, dim, heads, n_layers,
-            decoder_hidden, decoder_layers, n_fourier, mask, train_masked,
+            decoder_hidden, decoder_layers, n_fourier, mask, train_masked, queries=queries,
+            token_norm=token_norm,
         )  # fmt: skip
         self.n_src = n_src
 

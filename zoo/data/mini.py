@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from .synth import random_speaker, synth_noise, synth_utterance
 
 __all__ = [
     "MIX_TYPES",
+    "Manifest",
     "MiniSpec",
     "NotOursError",
     "claim_root",
@@ -45,13 +45,68 @@ def is_mini_dataset(root: str | Path) -> bool:
     return (Path(root) / MARKER).is_file()
 
 
-def claim_root(root: Path, spec: dict, ours: list[str], force: bool) -> bool:
+class Manifest:
+    """The files a mini-set writer writes, each recorded (in the partial marker, one line per
+    file, flushed) before it is written, so that an interrupted or outdated set can later be
+    removed file by file: a rebuild never touches a file the writer did not write."""
+
+    def __init__(self, root: Path, spec: dict):
+        self.root, self.files = root.resolve(), []
+        self._log = open(self.root / PARTIAL, "w")  # noqa: SIM115 - closed by finish()
+        self._log.write(json.dumps(spec) + "\n")
+        self._log.flush()
+
+    def add(self, path: Path) -> Path:
+        """Record ``path`` (under the root) before it is written; returns it."""
+        rel = str(Path(path).resolve().relative_to(self.root))
+        self.files.append(rel)
+        self._log.write(rel + "\n")
+        self._log.flush()
+        return path
+
+    def finish(self, info: dict) -> None:
+        """Write the marker (``info`` and the file list): the set is complete."""
+        self._log.close()
+        (self.root / MARKER).write_text(json.dumps({**info, "files": self.files}, indent=1))
+        (self.root / PARTIAL).unlink()
+
+
+def _recorded_files(root: Path) -> list[str] | None:
+    """The files the writer recorded in the marker or the partial marker (``None``: a set
+    written before file lists were kept)."""
+    marker, partial = root / MARKER, root / PARTIAL
+    if marker.is_file():
+        try:
+            held = json.loads(marker.read_text())
+        except json.JSONDecodeError:
+            held = {}
+        files = held.get("files") if isinstance(held, dict) else None
+        if files is not None or not partial.is_file():
+            return files
+    return partial.read_text().splitlines()[1:]
+
+
+def _remove_recorded(root: Path, files: list[str]) -> None:
+    """Delete the recorded files, then the folders that this left empty (up to ``root``)."""
+    folders = set()
+    for rel in files:
+        path = root / rel
+        if path.is_file() or path.is_symlink():
+            path.unlink()
+        folders.update(p for p in path.parents if root in p.parents)
+    for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+
+
+def claim_root(root: Path, spec: dict, ours: list[str], force: bool) -> Manifest | None:
     """Decide whether a mini set may be (re)written at ``root``.
 
-    Returns ``True`` when a complete set with this ``spec`` is already there (reuse it). A set
-    this tool wrote (marker or partial marker) is rebuilt by deleting only the paths it writes
-    (``ours``, relative to ``root``). A folder it did not write is refused when it is not empty,
-    unless ``force``; even then, paths of ``ours`` that exist there are never replaced.
+    Returns ``None`` when a complete set with this ``spec`` is already there (reuse it), else
+    the :class:`Manifest` the writer records its files in. A set this tool wrote (marker or
+    partial marker) is rebuilt by deleting only the files it recorded, so files a user added
+    inside it stay. A folder it did not write is refused when it is not empty, unless
+    ``force``; even then, the top-level paths it writes (``ours``) must not exist there.
     """
     marker, partial = root / MARKER, root / PARTIAL
     if marker.is_file() and not force:
@@ -60,15 +115,18 @@ def claim_root(root: Path, spec: dict, ours: list[str], force: bool) -> bool:
         except json.JSONDecodeError:
             held = None
         if held == spec or (isinstance(held, dict) and held.get("spec") == spec):
-            return True
+            return None
     if marker.is_file() or partial.is_file():  # ours: delete what we wrote, and only that
-        for rel in ours:
-            path = root / rel
-            if path.is_dir():
-                shutil.rmtree(path)
-            elif path.exists():
-                path.unlink()
+        files = _recorded_files(root)
+        if files is None:
+            raise NotOursError(
+                f"{root} holds a mini set written by an earlier zoo, which kept no list of its "
+                f"files, so it cannot be rebuilt without risking files of yours: move what you "
+                f"added there elsewhere and delete {root}, or choose another --root"
+            )
+        _remove_recorded(root, files)
         marker.unlink(missing_ok=True)
+        partial.unlink(missing_ok=True)
     elif root.exists() and any(root.iterdir()):
         taken = [rel for rel in ours if (root / rel).exists()]
         if not force or taken:
@@ -82,8 +140,7 @@ def claim_root(root: Path, spec: dict, ours: list[str], force: bool) -> bool:
                 f"choose an empty or new folder for --root; {why}"
             )
     root.mkdir(parents=True, exist_ok=True)
-    partial.write_text(json.dumps(spec))
-    return False
+    return Manifest(root, spec)
 
 
 @dataclass(frozen=True)
@@ -121,6 +178,7 @@ def _write_subset(
     n_speakers: int,
     spec: MiniSpec,
     rng: np.random.Generator,
+    manifest: Manifest,
 ) -> None:
     sr = spec.sample_rate
     # Utterance pool: speaker -> list of (utterance id, waveform).
@@ -158,7 +216,7 @@ def _write_subset(
         mix_id = f"{id1}_{id2}"
         paths = {}
         for name, sig in (("s1", s1), ("s2", s2), ("noise", noise), *mixes.items()):
-            p = (dirs[name] / f"{mix_id}.wav").resolve()
+            p = manifest.add((dirs[name] / f"{mix_id}.wav").resolve())
             sf.write(str(p), pcm16(sig * scale), sr, subtype="PCM_16")
             paths[name] = str(p)
         rows["mix_clean"].append([mix_id, paths["mix_clean"], paths["s1"], paths["s2"], length])
@@ -183,7 +241,7 @@ def _write_subset(
     meta = base / "metadata"
     meta.mkdir(exist_ok=True)
     for t in MIX_TYPES:
-        with open(meta / f"mixture_{subset}_{t}.csv", "w", newline="") as f:
+        with open(manifest.add(meta / f"mixture_{subset}_{t}.csv"), "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(header[t])
             w.writerows(rows[t])
@@ -201,7 +259,8 @@ def prepare_libri2mix_mini(
     spec = spec or MiniSpec()
     root = Path(root)
     rel = f"wav{spec.sample_rate // 1000}k/{spec.mode}"
-    if claim_root(root, asdict(spec), [rel], force):
+    manifest = claim_root(root, asdict(spec), [rel], force)
+    if manifest is None:
         return root
     base = root / rel
     rng = np.random.default_rng(spec.seed)
@@ -212,8 +271,7 @@ def prepare_libri2mix_mini(
         ("test", spec.n_test, spec.speakers_test),
     ):
         sub_rng = np.random.default_rng(rng.integers(2**32))
-        _write_subset(base, subset, n_mix, first, n_spk, spec, sub_rng)
+        _write_subset(base, subset, n_mix, first, n_spk, spec, sub_rng, manifest)
         first += n_spk
-    (root / MARKER).write_text(json.dumps(asdict(spec), indent=1))
-    (root / PARTIAL).unlink()
+    manifest.finish({"spec": asdict(spec)})
     return root

@@ -20,7 +20,6 @@ own (``mini_setup.yaml``: musdb's with the mini validation tracks), which the da
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,7 +28,7 @@ import soundfile as sf
 import yaml
 from scipy.signal import butter, sosfilt
 
-from .mini import MARKER, PARTIAL, claim_root, pcm16
+from .mini import Manifest, claim_root, pcm16
 
 __all__ = ["MusdbMiniSpec", "prepare_musdb18_mini", "render_track", "SOURCES", "SETUP_FILE"]
 
@@ -196,16 +195,17 @@ def render_track(seconds: float, rng: np.random.Generator) -> dict[str, np.ndarr
     return stems
 
 
-def _write_track(folder: Path, stems: dict[str, np.ndarray]) -> None:
+def _write_track(folder: Path, stems: dict[str, np.ndarray], manifest: Manifest) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     ints = {k: pcm16(v) for k, v in stems.items()}
     mix = sum(v.astype(np.int32) for v in ints.values())  # the exact sum of the written stems
     for k, v in ints.items():
-        sf.write(folder / f"{k}.wav", v, RATE, subtype="PCM_16")
-    sf.write(folder / "mixture.wav", np.clip(mix, -32768, 32767).astype(np.int16), RATE)
+        sf.write(manifest.add(folder / f"{k}.wav"), v, RATE, subtype="PCM_16")
+    mix = np.clip(mix, -32768, 32767).astype(np.int16)
+    sf.write(manifest.add(folder / "mixture.wav"), mix, RATE)
 
 
-def _stempeg_example(root: Path) -> str | None:
+def _stempeg_example(root: Path, manifest: Manifest) -> str | None:
     """Decode stempeg's MUSDB18 excerpt into ``test/`` (needs ffmpeg); its name, or None."""
     try:
         import stempeg
@@ -222,8 +222,8 @@ def _stempeg_example(root: Path) -> str | None:
     folder = root / "test" / name
     folder.mkdir(parents=True, exist_ok=True)
     for k, v in stems.items():
-        sf.write(folder / f"{k}.wav", pcm16(v), RATE, subtype="PCM_16")
-    sf.write(folder / "mixture.wav", pcm16(audio[0]), RATE, subtype="PCM_16")
+        sf.write(manifest.add(folder / f"{k}.wav"), pcm16(v), RATE, subtype="PCM_16")
+    sf.write(manifest.add(folder / "mixture.wav"), pcm16(audio[0]), RATE, subtype="PCM_16")
     return name
 
 
@@ -234,23 +234,23 @@ def prepare_musdb18_mini(
     there. Returns ``root``."""
     spec = spec or MusdbMiniSpec()
     root = Path(root)
-    if claim_root(root, asdict(spec), ["train", "test", SETUP_FILE], force):
+    manifest = claim_root(root, asdict(spec), ["train", "test", SETUP_FILE], force)
+    if manifest is None:
         return root
     rng = np.random.default_rng(spec.seed)
     names = {"train": [], "test": []}
     for subset, count in (("train", spec.n_train), ("test", spec.n_test)):
         for i in range(count):
             name = f"Zoo Mini - {subset.title()} Song {i + 1:02d}"
-            _write_track(root / subset / name, render_track(spec.seconds, rng))
+            _write_track(root / subset / name, render_track(spec.seconds, rng), manifest)
             names[subset].append(name)
     valid = names["train"][-spec.n_valid :] if spec.n_valid else []
-    example = _stempeg_example(root) if spec.with_stempeg_example else None
+    example = _stempeg_example(root, manifest) if spec.with_stempeg_example else None
     setup = yaml.safe_load(_musdb_setup_path().read_text())
     setup["validation_tracks"] = valid
-    (root / SETUP_FILE).write_text(yaml.safe_dump(setup, sort_keys=False))
+    manifest.add(root / SETUP_FILE).write_text(yaml.safe_dump(setup, sort_keys=False))
     info = {"spec": asdict(spec), "tracks": names, "valid": valid, "stempeg_example": example}
-    (root / MARKER).write_text(json.dumps(info, indent=1))
-    (root / PARTIAL).unlink()
+    manifest.finish(info)
     return root
 
 

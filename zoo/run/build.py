@@ -25,7 +25,7 @@ from .paths import ASSETS
 from .prepare import mini_root, prepare
 from .recipe import Recipe, load_recipe
 
-__all__ = ["Built", "Run", "ZooCLI", "build", "resolve"]
+__all__ = ["Built", "Run", "ZooCLI", "build", "option_value", "resolve"]
 
 
 class ZooCLI(LightningCLI):
@@ -214,14 +214,21 @@ def build(
     return Built(cli.model, cli.datamodule, cli.trainer, cli)
 
 
+def option_value(args: list[str], name: str) -> str | None:
+    """The value of option ``name`` in command-line ``args`` (``--name=v`` or ``--name v``)."""
+    for i, arg in enumerate(args):
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+        if arg == name and i + 1 < len(args):
+            return args[i + 1]
+    return None
+
+
 def _stated_data_rate(run: Run) -> tuple[object, str] | None:
     """A sample rate stated for the data (recipe or command line), and where."""
     key = "--data.init_args.sample_rate"
-    for i, arg in enumerate(run.overrides):
-        if arg.startswith(key + "="):
-            return arg.split("=", 1)[1], f"the command line ({key})"
-        if arg == key and i + 1 < len(run.overrides):
-            return run.overrides[i + 1], f"the command line ({key})"
+    if (value := option_value(run.overrides, key)) is not None:
+        return value, f"the command line ({key})"
     data = run.recipe.merged(run.mini).get("data") or {}
     rate = (data.get("init_args") or {}).get("sample_rate")
     return (rate, f"{run.recipe.path} (data.init_args.sample_rate)") if rate else None

@@ -3,13 +3,17 @@
 Everything that can be checked is checked before anything is separated: every input is a
 readable, non-empty audio file, no two inputs would write the same output file, the output
 folder can be written, existing outputs are kept unless ``--overwrite``, and each input's
-channels fit the model. Outputs are written to temporary files renamed into place; a failure
-removes the partial file.
+channels fit the model, and no output is also an input. Outputs are written to temporary files
+renamed into place; a failure, Ctrl-C or SIGTERM removes the partial file.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +41,26 @@ def _channel_plan(model_channels: int | None, channels: int, path: Path) -> str:
         f"{path}: {channels} channels, but the model takes {model_channels}: mix the file down "
         f"to {model_channels} channels (or mono) first, e.g. with ffmpeg -ac {model_channels}"
     )
+
+
+@contextmanager
+def _sigterm_raises(what: str) -> Iterator[None]:
+    """SIGTERM raises :class:`~zoo.run.checkpoints.Interrupted` (exit status 143) instead of
+    ending the process on the spot, so that partial outputs are removed as on Ctrl-C."""
+    from .checkpoints import Interrupted
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Interrupted(f"{what} stopped by SIGTERM; no partial output was left: run it again")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def separate_file(
@@ -69,10 +93,8 @@ def separate_file(
         quiet: no progress bar.
     """
     import soundfile as sf
-    from tqdm import tqdm
 
     from ..backbones.capabilities import NeedsSources
-    from ..data.audio import load_audio
     from ..hub.api import load
 
     sep = load(model, download=download)
@@ -94,6 +116,7 @@ def separate_file(
             raise SeparateError(f"{model}: {exc}") from exc
     out = Path(out_dir)
     plans, owners = [], {}
+    sources = {Path(p).resolve() for p in inputs}
     for path in map(Path, inputs):
         if not path.is_file():
             raise SeparateError(f"input file not found: {path}")
@@ -111,6 +134,11 @@ def separate_file(
                     "different output folders, or rename one"
                 )
             owners[t] = path
+            if t.resolve() in sources:
+                raise SeparateError(
+                    f"{t} is both an input and an output of this run (it would be replaced "
+                    "before it is read): write the outputs into another folder with -o"
+                )
         plans.append((path, targets, _channel_plan(sep.audio_channels, info.channels, path), info))
     if out.exists() and not out.is_dir():
         raise SeparateError(f"output folder {out} is a file")
@@ -120,6 +148,16 @@ def separate_file(
     clash = [str(t) for t in owners if t.exists()]
     if clash and not overwrite:
         raise SeparateError(f"would overwrite {', '.join(clash)} (pass --overwrite)")
+
+    with _sigterm_raises("zoo separate"):
+        return _separate_all(sep, plans, out, chunk_seconds, overlap, stream, block_seconds, quiet)
+
+
+def _separate_all(sep, plans, out: Path, chunk_seconds, overlap, stream, block_seconds, quiet):
+    import soundfile as sf
+    from tqdm import tqdm
+
+    from ..data.audio import load_audio
 
     written = []
     for path, targets, plan, info in plans:

@@ -48,11 +48,16 @@ def run_recipe(
     from ..hub.folder import export_model
     from .build import build
     from .results import ResultsWriter, read_results
+    from .resume import prepare_resume
 
     run = resolve(name, data, gpus, nodes, overrides, results, mini_root_dir, recipes)
     with run_session(run, resume=resume, fresh=fresh) as session:
-        built = build(run, callbacks=[ResultsWriter(str(run.dir), recipe=run.recipe.name)])
+        writer = ResultsWriter(str(run.dir), recipe=run.recipe.name)
+        built = build(run, callbacks=[writer])
         model, dm, trainer = built.model, built.datamodule, built.trainer
+        if session.checkpoint:  # the same run (only its budget may grow), logged where it was
+            if budget := prepare_resume(run, session.checkpoint, built):
+                writer.extra["resumed_with"] = budget
         trainer.fit(model, datamodule=dm, ckpt_path=session.checkpoint, weights_only=True)
         best = trainer.checkpoint_callback
         best = "best" if best is not None and best.best_model_path else None

@@ -24,7 +24,9 @@ SMALL = dict(
 )
 
 
-def derived_count(k, channels, dim, n_layers, hidden, dec_layers, n_fourier):
+def derived_count(
+    k, channels, dim, n_layers, hidden, dec_layers, n_fourier, token_norm=True, detr=True
+):
     """Parameters from the layer list (no figure is published): see the module docstring."""
     p = 4 * n_fourier + 2
     n = channels[0] * 9 + channels[0]  # stem conv
@@ -33,9 +35,11 @@ def derived_count(k, channels, dim, n_layers, hidden, dec_layers, n_fourier):
         n += prev * c * 9 + 2 * c + c * c * 9 + 2 * c + prev * c
         prev = c
     n += prev * dim + dim + p * dim + dim  # token projection, token positions
+    n += 2 * dim if token_norm else 0  # the tokens' layer norm
     n += k * dim  # slot queries
     attn = 3 * dim * dim + 3 * dim + dim * dim + dim
     n += n_layers * (2 * attn + dim * 4 * dim + 4 * dim + 4 * dim * dim + dim + 3 * 2 * dim)
+    n -= (attn + 2 * 2 * dim) if detr else 0  # DETR's first layer: slots from 0, no self-attn
     n += 2 * dim  # final layer norm
     n += dim * hidden + hidden + p * hidden  # broadcast: slot and position projections
     n += (dec_layers - 2) * (hidden * hidden + hidden) + hidden + 1
@@ -43,9 +47,12 @@ def derived_count(k, channels, dim, n_layers, hidden, dec_layers, n_fourier):
 
 
 def test_parameter_count_matches_the_layer_list():
-    model = AudioSlots()
+    model = AudioSlots()  # the paper's n = 2 slots for two speakers, token layer norm
     got = sum(p.numel() for p in model.parameters())
-    assert got == derived_count(4, (64, 128, 256), 256, 4, 256, 3, 8) == 5_657_729
+    assert got == derived_count(2, (64, 128, 256), 256, 4, 256, 3, 8) == 5_393_537
+    four = AudioSlots(n_slots=4, token_norm=False, queries="initial")  # the earlier reading
+    got = sum(p.numel() for p in four.parameters())
+    assert got == derived_count(4, (64, 128, 256), 256, 4, 256, 3, 8, False, False) == 5_657_729
 
 
 def test_encoder_grid_and_shapes_and_gradients():
@@ -69,10 +76,12 @@ def test_encoder_grid_and_shapes_and_gradients():
         AudioSlots(mask="soft")
 
 
-@pytest.mark.parametrize("mask", ["wiener", "ibm", "none"])
-def test_permuting_slots_permutes_outputs(mask):
+@pytest.mark.parametrize(
+    "mask,queries", [("wiener", "detr"), ("ibm", "detr"), ("none", "detr"), ("wiener", "initial")]
+)
+def test_permuting_slots_permutes_outputs(mask, queries):
     torch.manual_seed(0)
-    model = AudioSlots(**SMALL, mask=mask).eval()
+    model = AudioSlots(**SMALL, mask=mask, queries=queries).eval()
     x = torch.randn(1, 2, 4000)  # stereo, longer than a clip: chunked, aligned, cross-faded
     perm = torch.tensor([2, 0, 1])
     with torch.no_grad():
@@ -155,3 +164,29 @@ def test_autoencoder_encodes_each_true_source_in_order():
     assert ae.n_src == 2 and isinstance(ae, NeedsSources) and ae.test_chunk is None
     with pytest.raises(ValueError, match="true sources"):
         ae(mix)
+
+
+def test_detr_queries_enter_every_layer_and_initial_queries_only_the_first():
+    mag = torch.rand(1, 1, 65, 32)
+    for queries in ("detr", "initial"):
+        torch.manual_seed(0)
+        model = AudioSlots(**SMALL, queries=queries).eval()
+        seen = []  # (query, value) of every attention over the slots
+        for layer in model.layers:
+            for attn in (layer.self_attn, layer.cross_attn):
+                if attn is not None:
+                    attn.register_forward_pre_hook(
+                        lambda m, a, kw, seen=seen: seen.append(a), with_kwargs=True
+                    )
+        with torch.no_grad():
+            model.slot_spectrograms(mag)
+        learned = model.slots[None]
+        if queries == "detr":  # slots from 0: the first layer's queries are the learned ones,
+            torch.testing.assert_close(seen[0][0], learned)  # then added at every layer
+            for q, _, v in seen[1::2]:  # self-attention: query = normalised slots + queries
+                torch.testing.assert_close(q - v, learned, atol=1e-6, rtol=0)
+        else:  # the learned queries are the initial slots; no query is added afterwards
+            for q, _, v in seen[0::2]:
+                torch.testing.assert_close(q, v)
+    with pytest.raises(ValueError, match="queries must be"):
+        AudioSlots(**SMALL, queries="learned")

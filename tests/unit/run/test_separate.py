@@ -121,3 +121,36 @@ def test_zoo_separate_refuses_a_reference_row_that_reads_the_sources(tmp_path):
     with pytest.raises(SeparateError, match="reads the true sources"):
         separate_file(str(tmp_path / "model"), [str(wav)], tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_an_output_that_is_also_an_input_is_refused_whatever_the_flags(tmp_path, capsys):
+    d = tmp_path / "d"
+    d.mkdir()
+    ok, mine = _wav(d / "ok.wav"), _wav(d / "ok_s1.wav")
+    before = (d / "ok_s1.wav").read_bytes()
+    assert main(["separate", _model(tmp_path), ok, mine, "-o", str(d), "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert "is both an input and an output" in err and len(err.strip().splitlines()) == 1
+    assert (d / "ok_s1.wav").read_bytes() == before and not (d / "ok_s2.wav").exists()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_sigterm_while_writing_exits_143_and_leaves_no_partial_file(stream, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    out = tmp_path / "out"
+    model = "convtasnet-causal-tiny-random" if stream else _model(tmp_path)
+    if stream:
+        monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+
+    class Terminated(sf.SoundFile):
+        def write(self, data):
+            super().write(data[: len(data) // 2])
+            os.kill(os.getpid(), signal.SIGTERM)  # as `kill` or a job scheduler would
+
+    args = ["separate", model, _wav(tmp_path / "a.wav"), "-o", str(out)]
+    monkeypatch.setattr(sf, "SoundFile", Terminated)
+    assert main([*args, *(["--stream", "--download"] if stream else [])]) == 143
+    assert list(out.iterdir()) == []  # neither the outputs nor their partial files
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler was put back
