@@ -219,6 +219,22 @@ def _user_fixable(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "No space left on device" in str(exc)
 
 
+def _one_line(exc: BaseException) -> str:
+    """The message of a user error. A report that wraps the error in many lines (jsonargparse's
+    "Does not validate against any of the Union subtypes" when a class refuses its arguments)
+    gives way to the error it was raised from; from a data-loading worker (whose message
+    carries the worker's traceback: "Caught X in DataLoader worker process 0. Original
+    Traceback ..."), the original error's own line."""
+    while "\n" in str(exc).strip() and exc.__cause__ is not None:
+        exc = exc.__cause__
+    msg = str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
+    if "Original Traceback" in msg:
+        last = [line for line in msg.strip().splitlines() if line.strip()][-1]
+        prefix = f"{type(exc).__module__}.{type(exc).__name__}: "
+        msg = last.removeprefix(prefix).removeprefix(f"{type(exc).__name__}: ")
+    return msg
+
+
 def _out_of_memory(exc: BaseException) -> bool:
     import torch
 
@@ -293,8 +309,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         if not _user_fixable(exc):
             raise  # an internal error: its traceback
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"zoo {cmd}: error: {msg}", file=sys.stderr)
+        print(f"zoo {cmd}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     show = COMMANDS[cmd][1]
     if show is not None and out is not None:

@@ -62,8 +62,8 @@ def test_evaluate_equals_the_recipe_test_on_libri2mix(trained_pit, tmp_path, mon
     # the recipe resolved once, the network built once (by zoo.load), the recipe's trainer on
     # one device with nothing saved but the results (and the resolved config as a record)
     assert len(resolved) == 1 and built.count("cpu") == 1
-    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "metrics.json",
-                                                     "test_items.csv"]  # fmt: skip
+    assert sorted(p.name for p in out.iterdir()) == [".zoo-results.json", "config.yaml",
+                                                     "metrics.json", "test_items.csv"]  # fmt: skip
     monkeypatch.undo()
     got = json.loads((out / "metrics.json").read_text())  # read from the model's provenance
     assert got["si_sdr"] == pytest.approx(own["si_sdr"], abs=1e-5)

@@ -350,3 +350,70 @@ def test_sigterm_during_evaluate_exits_143_and_leaves_nothing(trained_pit, tmp_p
     assert main([*args, "-o", str(out)]) == 143
     assert "evaluation stopped by SIGTERM" in capsys.readouterr().err
     assert not out.exists() and not (tmp_path / ".runs" / "eval").exists()
+
+
+def test_export_never_replaces_a_model_folder_without_overwrite(trained_pit, tmp_path, capsys):
+    ckpt = next(trained_pit.out.glob("lightning_logs/version_0/checkpoints/best-*.ckpt"))
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    args = ["export", str(ckpt), "-o", str(out)]
+    assert main(args) == 2  # a folder with something in it
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--overwrite" in err
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    assert main([*args, "--overwrite"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors",
+                                                     "notes.txt"]  # fmt: skip
+
+
+def test_evaluate_replaces_only_what_zoo_wrote_and_never_an_unfinished_run(
+    trained_pit, tmp_path, capsys
+):
+    model = str(trained_pit.out / "model")
+    args = ["evaluate", model, "--data", str(trained_pit.data), "--limit", "1"]
+    mine = tmp_path / "my_folder"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("mine")
+    assert main([*args, "-o", str(mine)]) == 2  # a folder of the user's: refused, untouched
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "zoo did not write" in err
+    assert [p.name for p in mine.iterdir()] == ["thesis.tex"]
+    assert not (tmp_path / ".archive").exists()
+    # a results folder with a killed run waiting for --resume: the run is left alone
+    results = tmp_path / "results"
+    stage = _unfinished(trained_pit, results)
+    before = sorted(p.relative_to(stage) for p in stage.rglob("*"))
+    assert main([*args, "-o", str(results / "libri2mix_pit")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "waits in" in err and "--resume" in err and len(err.splitlines()) == 1
+    assert sorted(p.relative_to(stage) for p in stage.rglob("*")) == before
+    assert not (results / ".archive").exists()
+    # a folder zoo wrote is replaced, the previous one archived
+    out = tmp_path / "eval"
+    assert main([*args, "-o", str(out)]) == 0 and main([*args, "-o", str(out)]) == 0
+    assert len(list((tmp_path / ".archive").iterdir())) == 1
+
+
+def test_bad_evaluation_requests_are_refused_or_recorded(trained_pit, tmp_path, capsys):
+    model = str(trained_pit.out / "model")
+    data = ["--data", str(trained_pit.data)]
+    assert main(["evaluate", model, *data, "--limit", "-1", "-o", str(tmp_path / "a")]) == 2
+    assert "--limit must be at least 1" in capsys.readouterr().err
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    for task in ("bogus", "enh_single"):
+        (recipes / f"r_{task}.yaml").write_text(
+            "compose: [conf/trainer/default.yaml, conf/data/libri2mix.yaml,"
+            " conf/backbone/convtasnet.yaml, conf/loss/pit.yaml]\n"
+            f"data:\n  init_args:\n    task: {task}\n"
+        )
+    args = ["evaluate", model, *data, "--limit", "2"]
+    assert main([*args, "--recipe", str(recipes / "r_bogus.yaml"), "-o", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "unknown Libri2Mix task 'bogus'" in err
+    # two outputs scored on a one-source task: the better one, and the results say so
+    out = tmp_path / "c"
+    assert main([*args, "--recipe", str(recipes / "r_enh_single.yaml"), "-o", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["outputs_scored"].startswith("the best-matching 1 of 2 outputs")

@@ -67,3 +67,34 @@ def test_debug_shows_the_traceback_of_a_user_error(monkeypatch):
     monkeypatch.setattr(zoo.run.recipe, "available_recipes", _failing(ValueError("v")))
     with pytest.raises(ValueError):
         main(["recipes", "--debug"])
+
+
+def test_an_error_in_a_loader_worker_is_its_own_line_only(tmp_path, capsys):
+    """Bad data read by a DataLoader worker: the worker's traceback travels inside the error's
+    message; the user sees the one line that names the file."""
+    from torch.utils.data import DataLoader
+
+    from zoo.data.audio import AudioError
+
+    class Bad(torch.utils.data.Dataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            raise AudioError(f"{tmp_path}/x.wav: not a readable audio file")
+
+    def available_recipes(recipes: str | None = None) -> list[str]:
+        """List the recipes.
+
+        Args:
+            recipes: an extra folder of recipes.
+        """
+        next(iter(DataLoader(Bad(), num_workers=1)))
+
+    import zoo.run.recipe
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(zoo.run.recipe, "available_recipes", available_recipes)
+        assert main(["recipes"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"zoo recipes: error: {tmp_path}/x.wav: not a readable audio file"

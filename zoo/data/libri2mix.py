@@ -309,6 +309,15 @@ class Libri2MixDataModule(SeparationData):
             )
         if train_on not in ("sources", "mixtures"):
             raise ValueError(f"train_on must be 'sources' or 'mixtures', got {train_on!r}")
+        if task not in TASKS:
+            raise ValueError(
+                f"unknown Libri2Mix task {task!r} (data.init_args.task): choose one of "
+                f"{', '.join(TASKS)}"
+            )
+        for name, value in (("limit_val_items", limit_val_items),
+                            ("limit_test_items", limit_test_items)):  # fmt: skip
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1 (or null: all), got {value}")
         self.root, self.task, self.sample_rate, self.mode = Path(root), task, sample_rate, mode
         self.train_subset, self.train_on, self.supervised_share = (
             train_subset,
@@ -322,7 +331,7 @@ class Libri2MixDataModule(SeparationData):
             limit_val_items,
         )
         self.test_split, self.limit_test_items = test_split, limit_test_items
-        self.n_src = len(TASKS[task][1]) if task in TASKS else None
+        self.n_src = len(TASKS[task][1])
         self.audio_channels = 1
         self.dataset_name = "Libri2Mix"
 

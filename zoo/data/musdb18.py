@@ -255,6 +255,10 @@ class MUSDB18DataModule(SeparationData):
         self.val_seconds, self.batch_size, self.num_workers = val_seconds, batch_size, num_workers
         if test_split not in ("test", "valid"):
             raise ValueError(f"test_split must be 'test' or 'valid', got {test_split!r}")
+        if limit_test_items is not None and limit_test_items < 1:
+            raise ValueError(
+                f"limit_test_items must be at least 1 (or null: all), got {limit_test_items}"
+            )
         self.test_split, self.limit_test_items = test_split, limit_test_items
         self.n_src = len(self.targets)
         self.source_names = list(self.targets)

@@ -104,8 +104,13 @@ def load_checkpoint(path_or_obj) -> dict:
             f"{path}: refused: it holds Python objects, not only tensors ({first}); loading "
             "it could run code, so the zoo only reads weight files (state dicts)"
         ) from None
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise ConversionError(f"{path}: not a readable torch checkpoint ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - torch.load fails in many ways on a non-checkpoint
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise ConversionError(
+            f"{path}: not a model: not a readable torch checkpoint ({type(exc).__name__}: "
+            f"{why}); a model is a zoo folder (config.json + model.safetensors), an Asteroid "
+            "or torchaudio checkpoint file, or an Open-Unmix folder"
+        ) from None
     if not isinstance(obj, dict):
         raise ConversionError(f"{path}: holds a {type(obj).__name__}, not a dict of weights")
     return obj
@@ -253,8 +258,11 @@ def from_openunmix(
         ``(backbone, {"class_path", "init_args"})``.
     """
     folder = Path(folder)
-    if not folder.is_dir():
-        raise ConversionError(f"{folder} is not an Open-Unmix model folder")
+    if not folder.is_dir() or not any(folder.glob("*.pth")):
+        raise ConversionError(
+            f"{folder}: not a model folder: a zoo model folder holds config.json and "
+            "model.safetensors, an Open-Unmix folder its <target>.pth weights"
+        )
     conf_file = folder / "separator.json"
     if separator is None:
         if not conf_file.is_file():

@@ -13,6 +13,8 @@ import importlib
 import json
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from safetensors.torch import load_file, save_file
@@ -27,7 +29,6 @@ __all__ = [
     "build_backbone",
     "sha256_file",
     "ModelFormatError",
-    "backbone_config_from_cli",
 ]
 
 FORMAT = "separation-zoo/1"
@@ -122,12 +123,42 @@ def _weights_shapes(w_path: Path) -> dict[str, tuple[int, ...]]:
         raise ModelFormatError(f"{w_path}: not a readable safetensors file ({exc})") from exc
 
 
+@contextmanager
+def _no_larger_than(shapes: dict, cfg_path: Path) -> Iterator[None]:
+    """Stop building a network as soon as it registers more parameters (tensors or elements)
+    than the weights file holds: a config asking for a huge network (``n_repeats: 200000``)
+    is refused in a moment instead of being built for minutes."""
+    import math
+
+    from torch.nn.modules.module import register_module_parameter_registration_hook
+
+    limit_n, limit_numel = len(shapes), sum(math.prod(s) for s in shapes.values())
+    seen = [0, 0]
+
+    def count(module, name, param):
+        if param is None:
+            return
+        seen[0] += 1
+        seen[1] += param.numel()
+        if seen[0] > limit_n or seen[1] > limit_numel:
+            raise ModelFormatError(
+                f"{cfg_path}: the network it describes is larger than its weights file "
+                f"({limit_n} tensors, {limit_numel} values): refused before building it"
+            )
+
+    handle = register_module_parameter_registration_hook(count)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 def _check_against_weights(bb: dict, cfg_path: Path, shapes: dict) -> None:
     """Build the backbone on the meta device (nothing allocated) and compare its tensors with
     the weights file's, so a config that asks for a huge or different network fails first."""
     import torch
 
-    with torch.device("meta"):
+    with torch.device("meta"), _no_larger_than(shapes, cfg_path):
         meta = build_backbone(bb["class_path"], bb["init_args"])
     want = {k: tuple(v.shape) for k, v in meta.state_dict().items()}
     if want != shapes:
@@ -151,7 +182,12 @@ def load_backbone(path: str | Path) -> tuple[Backbone, dict]:
     cfg_path, w_path = path / CONFIG, path / WEIGHTS
     for p in (cfg_path, w_path):
         if not p.is_file():
-            raise ModelFormatError(f"not a zoo model folder: {p} is missing")
+            what = (
+                "is not a regular file (a FIFO, a device or a folder)"
+                if p.exists()
+                else ("is missing")
+            )
+            raise ModelFormatError(f"not a zoo model folder: {p} {what}")
     if cfg_path.stat().st_size > MAX_CONFIG_BYTES:
         raise ModelFormatError(
             f"{cfg_path}: {cfg_path.stat().st_size} bytes, more than a zoo config holds "
@@ -183,10 +219,3 @@ def load_backbone(path: str | Path) -> tuple[Backbone, dict]:
         raise ModelFormatError(f"{cfg_path}: {why}") from exc
     model.load_state_dict(load_file(str(w_path)), strict=True)
     return model.eval(), config
-
-
-def backbone_config_from_cli(cfg) -> dict:
-    """``{"class_path", "init_args"}`` of ``model.backbone`` in a LightningCLI config."""
-    bb = cfg.model.backbone if hasattr(cfg, "model") else cfg["model"]["backbone"]
-    d = bb.as_dict() if hasattr(bb, "as_dict") else dict(bb)
-    return {"class_path": d["class_path"], "init_args": dict(d.get("init_args") or {})}

@@ -30,6 +30,18 @@ class HubError(UserError, RuntimeError):
     """A hub repo that cannot be fetched, found or written."""
 
 
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """The HTTP client's transport errors (huggingface_hub 2 talks through ``httpx2``; they are
+    not OSErrors): an unreachable hub is a one-line error, not a traceback."""
+    out = []
+    for module in ("httpx2", "httpx"):
+        try:
+            out.append(__import__(module).HTTPError)
+        except (ImportError, AttributeError):
+            pass
+    return tuple(out)
+
+
 def parse_url(url: str) -> tuple[str, str | None]:
     """``hf://owner/repo[@revision]`` → ``(owner/repo, revision or None)``."""
     spec, _, revision = url[len("hf://") :].partition("@")
@@ -90,8 +102,9 @@ def load_repo(url: str, cache_dir: str | Path | None = None):
             f"{url} is not in the Hugging Face cache and {why}: load it once online "
             "(or unset HF_HUB_OFFLINE)"
         ) from exc
-    except OSError as exc:  # connection errors
-        raise HubError(f"{url}: cannot fetch from the hub ({str(exc).splitlines()[0]})") from exc
+    except (OSError, *_network_errors()) as exc:  # connection errors
+        why = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise HubError(f"{url}: cannot fetch from {_endpoint() or 'the hub'} ({why})") from exc
     if not (folder / CONFIG).is_file():
         raise HubError(f"{url}: the repo holds no {CONFIG}: it is not a zoo model (zoo push)")
     backbone, config = load_backbone(folder)
@@ -256,9 +269,10 @@ def push(
                 or f"zoo push: {config['backbone']['class_path']}"
                 + (f" ({recipe} recipe)" if recipe else ""),
             )
-        except (HfHubHTTPError, OSError) as exc:
-            why = str(exc).splitlines()[0]
-            raise HubError(f"cannot push to {repo} on {_endpoint() or 'the hub'}: {why}") from exc
+        except (HfHubHTTPError, OSError, *_network_errors()) as exc:
+            why = (str(exc).splitlines() or [type(exc).__name__])[0]
+            where = _endpoint() or "https://huggingface.co"
+            raise HubError(f"cannot push to {repo} on {where}: {why}") from exc
     commit = info.oid
     return {"repo": repo, "commit": commit, "url": f"hf://{repo}@{commit}",
             "files": [CONFIG, WEIGHTS, "README.md"]}  # fmt: skip

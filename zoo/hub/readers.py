@@ -38,7 +38,12 @@ def detect(path: str | Path) -> str:
     """The format of a model on disk."""
     path = Path(path)
     if path.is_dir():
-        return "zoo" if (path / CONFIG).is_file() else "openunmix"
+        config = path / CONFIG
+        if config.exists() and not config.is_file():  # never opened: a FIFO would block
+            raise convert.ConversionError(
+                f"{config} is not a regular file (a FIFO, a device or a folder): not a zoo model"
+            )
+        return "zoo" if config.is_file() else "openunmix"
     if not path.is_file():
         raise convert.ConversionError(f"{path} does not exist")
     ckpt = convert.load_checkpoint(path)

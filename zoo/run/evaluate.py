@@ -55,6 +55,8 @@ def resolve_test(
     targets in its output order."""
     from .build import resolve
 
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit must be at least 1 (the first N items), got {limit}")
     run = resolve(recipe, data, out=out, recipes=recipes, prepare_data=False, evaluate=True)
     run.overrides.append(f"--data.init_args.test_split={split}")
     if limit is not None:

@@ -11,7 +11,10 @@ __all__ = ["export_checkpoint"]
 
 
 def export_checkpoint(
-    ckpt: str | Path, out_dir: str | Path, config: str | Path | None = None
+    ckpt: str | Path,
+    out_dir: str | Path,
+    config: str | Path | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Export the backbone of a Lightning checkpoint in the zoo format.
 
@@ -23,14 +26,20 @@ def export_checkpoint(
         ckpt: a Lightning checkpoint of a run (``.../checkpoints/best-*.ckpt``).
         out_dir: the zoo model folder to write.
         config: the run's LightningCLI ``config.yaml`` (default: found next to the checkpoint).
+        overwrite: replace the model files (``config.json``, ``model.safetensors``) of an
+            existing model folder (never done otherwise; other files there are left alone).
     """
 
     from ..hub.folder import build_backbone, export_model
     from .results import git_sha
 
-    ckpt = Path(ckpt)
+    ckpt, out_dir = Path(ckpt), Path(out_dir)
     if not ckpt.is_file():
         raise FileNotFoundError(f"checkpoint not found: {ckpt}")
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
+        raise FileExistsError(
+            f"{out_dir} exists: pass --overwrite to replace the model in it, or choose another -o"
+        )
     cfg_path = Path(config) if config else ckpt.parent.parent / "config.yaml"
     if not cfg_path.is_file():
         raise FileNotFoundError(

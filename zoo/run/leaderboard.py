@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from importlib import resources
 from pathlib import Path
 
@@ -28,8 +29,46 @@ def headline(group: list[dict]) -> tuple[str, str]:
     return headline_metric(group[0]["dataset"])
 
 
-def collect(results: str | Path = "results") -> list[dict]:
-    """Every ``metrics.json`` under ``results`` (hidden folders such as ``.archive`` skipped)."""
+# what the tables read from a results file: (key, type); numbers may be null
+NUMBERS = ("si_sdr", "si_sdri", "sdr", "sdri", "oracle_stitch_si_sdr", "oracle_stitch_si_sdri",
+           "rtf", "params", "n_items")  # fmt: skip
+
+
+def _problem(m) -> str | None:
+    """Why a results file cannot be read as one (its first bad key), else ``None``."""
+    if not isinstance(m, dict):
+        return f"holds a {type(m).__name__}, not a results object"
+    for key in ("dataset",):
+        if not isinstance(m.get(key), str):
+            return (
+                f"'{key}' is {'missing' if key not in m else type(m[key]).__name__}, expected text"
+            )
+    for key in ("task", "recipe", "model", "architecture", "backbone", "loss", "protocol"):
+        if m.get(key) is not None and not isinstance(m[key], str):
+            return f"'{key}' is a {type(m[key]).__name__}, expected text"
+    for key in NUMBERS:
+        v = m.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
+            return f"'{key}' is a {type(v).__name__} ({v!r}), expected a number"
+    targets = m.get("targets")
+    if targets is not None:
+        if not isinstance(targets, dict):
+            return f"'targets' is a {type(targets).__name__}, expected an object"
+        for name, t in targets.items():
+            sdr = t.get("sdr") if isinstance(t, dict) else t
+            if not isinstance(t, dict) or (sdr is not None and not isinstance(sdr, int | float)):
+                return f"'targets.{name}.sdr' is not a number"
+    for key in ("test_protocol", "headline_metric"):
+        if m.get(key) is not None and not isinstance(m[key], dict | list):
+            return f"'{key}' is a {type(m[key]).__name__}"
+    return None
+
+
+def collect(results: str | Path = "results", quiet: bool = False) -> list[dict]:
+    """Every ``metrics.json`` under ``results`` (hidden folders such as ``.archive`` skipped).
+    A file that is not a results file as this version writes them (invalid JSON, a missing or
+    mistyped key: an old schema, a hand edit) is skipped with one line naming it and the key;
+    the rest are read."""
     rows = []
     root = Path(results)
     for path in sorted(root.rglob("metrics.json")):
@@ -37,10 +76,14 @@ def collect(results: str | Path = "results") -> list[dict]:
             continue
         try:
             m = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not valid JSON ({exc})") from exc
-        if not isinstance(m, dict) or "dataset" not in m:
-            raise ValueError(f"{path}: not a results file (no 'dataset')")
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            why = f"not valid JSON ({exc})"
+        else:
+            why = _problem(m)
+        if why is not None:
+            if not quiet:
+                print(f"[zoo] skipped {path}: {why}", file=sys.stderr, flush=True)
+            continue
         m["_path"] = str(path)
         rows.append(m)
     return rows

@@ -133,6 +133,15 @@ class ResultsWriter(L.Callback):
             "backbone": f"{type(backbone).__module__}.{type(backbone).__name__}",
             "architecture": backbone.architecture,
             "n_src": backbone.n_src,
+            # more outputs than references: which of them were scored
+            **(
+                {
+                    "outputs_scored": f"the best-matching {dm.n_src} of {backbone.n_src} outputs "
+                    "per item (PIT on SI-SDR)"
+                }  # fmt: skip
+                if backbone.n_src > dm.n_src and not backbone.ordered
+                else {}
+            ),
             "loss": type(pl_module.loss).__name__,
             "params": sum(p.numel() for p in backbone.parameters()),
             # separation time in the test loop over audio duration, on this machine

@@ -62,7 +62,9 @@ def run_session(run, resume: bool = False, fresh: bool = False) -> Iterator[Sess
         return
     run.folder.acquire()
     try:
+        run.folder.check_replaceable()  # a results folder zoo did not write: refused, untouched
         _check_unfinished(run, resume, fresh)
+        run.folder.mark_stage("evaluate" if run.evaluate else "recipe")
         announce(run.dir)
         session = Session(True, last_checkpoint(run.dir) if resume else None)
         try:
@@ -114,9 +116,14 @@ def _sigterm(run, session: Session) -> Iterator[None]:
 
 def _check_unfinished(run, resume: bool, fresh: bool) -> None:
     name = run.recipe.name
+    if run.folder.unfinished() and run.folder.stage_kind() == "evaluate":
+        run.folder.remove_stage()  # an evaluation's leftovers: nothing there to resume
     if run.evaluate:
-        if run.folder.unfinished():  # a crashed evaluation's files: kept in the archive
-            run.folder.archive_unfinished()
+        if run.folder.unfinished():  # a recipe run waiting for --resume: never touched
+            raise UnfinishedRunError(
+                f"an unfinished run waits in {run.dir} for `zoo recipe {run.out.name} --resume`: "
+                "evaluate into another folder (-o), or finish that run first"
+            )
         return
     if run.folder.unfinished():
         if fresh:

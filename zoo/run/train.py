@@ -61,6 +61,7 @@ def run_recipe(
         trainer.fit(model, datamodule=dm, ckpt_path=session.checkpoint, weights_only=True)
         best = trainer.checkpoint_callback
         best = "best" if best is not None and best.best_model_path else None
+        writer.extra["tested_checkpoint"] = tested_checkpoint(trainer)
         trainer.test(model, datamodule=dm, ckpt_path=best, weights_only=True)  # ours: no pickle
         if not trainer.is_global_zero:
             return {}
@@ -79,6 +80,23 @@ def run_recipe(
         )
     _report(run, result, session.previous)
     return result
+
+
+def tested_checkpoint(trainer) -> dict:
+    """Which weights the test stage scores: the best checkpoint (its file, step and what chose
+    it), or the weights at the end of training when no checkpoint was kept."""
+    import re
+
+    ckpt = trainer.checkpoint_callback
+    if ckpt is None or not ckpt.best_model_path:
+        return {"checkpoint": None, "step": trainer.global_step, "selected_by": "end of training"}
+    name = Path(ckpt.best_model_path).name
+    step = re.search(r"step=(\d+)", name)
+    return {
+        "checkpoint": name,
+        "step": int(step.group(1)) if step else None,
+        "selected_by": f"best {ckpt.monitor} ({ckpt.mode})" if ckpt.monitor else "last",
+    }
 
 
 def _report(run, result: dict, previous: Path | None) -> None:

@@ -205,3 +205,21 @@ def test_a_cached_file_nobody_vouched_for_is_held_back_not_deleted(unpinned, tmp
     ).read_bytes()
     zoo.load("unpinned-tiny", trust=True)  # accepted from the cache: no download
     assert (folder / "model.safetensors").is_file() and not list((folder / ".untrusted").iterdir())
+
+
+def test_an_unreachable_hub_is_one_line_naming_the_endpoint(tmp_path, monkeypatch, capsys):
+    import socket
+
+    from zoo.cli import main
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    endpoint = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    monkeypatch.setenv("HF_TOKEN", "hf_fake_token")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    _, folder = _model(tmp_path / "m")
+    assert main(["push", str(folder), "me/r"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and endpoint in err and "me/r" in err

@@ -1,6 +1,7 @@
 """Zoo format, registry downloads and converters."""
 
 import json
+import time
 
 import pytest
 import torch
@@ -161,6 +162,18 @@ def test_broken_model_folders_are_named_and_refused_early(tmp_path):
     bb = json.loads((folder / "config.json").read_text())["backbone"]
     huge = {**bb, "init_args": {**bb["init_args"], "n_filters": 200_000, "hid_chan": 100_000}}
     _edit_config(folder, backbone=huge)
+    with pytest.raises(ModelFormatError, match=r"config.json: the network it describes is larg"):
+        load_backbone(folder)
+    # ... or far deeper (a 0.7 KB config describing 200000 repeats): refused in a moment
+    deep = {**bb, "init_args": {**bb["init_args"], "n_repeats": 200_000}}
+    _edit_config(folder, backbone=deep)
+    start = time.perf_counter()
+    with pytest.raises(ModelFormatError, match=r"larger than its weights file"):
+        load_backbone(folder)
+    assert time.perf_counter() - start < 5
+    # the same number of values in another layout: the shapes differ
+    wide = {**bb, "init_args": {**bb["init_args"], "n_filters": bb["init_args"]["n_filters"] - 2}}
+    _edit_config(folder, backbone=wide)
     with pytest.raises(ModelFormatError, match=r"config.json: the network it describes does not"):
         load_backbone(folder)
     _edit_config(folder, backbone={**bb, "init_args": {**bb["init_args"], "colour": "red"}})
@@ -199,3 +212,25 @@ def test_a_pickle_with_code_is_refused_with_a_message_not_a_traceback(tmp_path, 
     err = capsys.readouterr()
     assert "pwned" not in err.out and "weights_only=False" not in err.err
     assert len(err.err.strip().splitlines()) == 1
+
+
+def test_what_is_not_a_model_is_named_in_one_line(tmp_path, capsys):
+    import os
+
+    from zoo.cli import main
+
+    text = tmp_path / "shadow"
+    text.write_text("root:*:19000:0:99999:7:::\n")  # a text file where a model was expected
+    folder = tmp_path / "fifo"
+    folder.mkdir()
+    os.mkfifo(folder / "config.json")  # reading it would block forever
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for path, what in ((text, "not a readable torch checkpoint"),
+                       (folder, "config.json is not a regular file"),
+                       (empty, "not a model folder")):  # fmt: skip
+        with pytest.raises(ValueError, match=what):
+            zoo.load(path)
+        assert main(["evaluate", str(path), "--recipe", "libri2mix_pit"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and str(path) in err and what in err

@@ -4,8 +4,6 @@ import csv
 import json
 import shutil
 
-import pytest
-
 from tests.conftest import FIXTURES
 from zoo.run.leaderboard import collect, render, write_leaderboard
 
@@ -51,11 +49,32 @@ def test_write_leaderboard_with_plot_and_csv(tmp_path):
     assert {r["recipe"] for r in rows} == {"libri2mix_pit", "libri2mix_mixit"}
 
 
-def test_bad_results_file_is_named(tmp_path):
-    (tmp_path / "x").mkdir()
-    (tmp_path / "x" / "metrics.json").write_text("{nope")
-    with pytest.raises(ValueError, match="x/metrics.json"):
-        collect(tmp_path)
+def test_bad_results_files_are_skipped_naming_the_file_and_key(tmp_path, capsys):
+    import shutil
+
+    from zoo.cli import main
+
+    shutil.copytree(FIXTURES / "results", tmp_path / "results")
+    good = len(collect(tmp_path / "results", quiet=True))
+    bad = {  # invalid JSON, an old or hand-edited schema
+        "x": "{nope",
+        "y": json.dumps({"dataset": "Libri2Mix", "si_sdri": "3.1"}),
+        "z": json.dumps({"recipe": "r", "si_sdri": 1.0}),
+        "w": json.dumps({"dataset": "MUSDB18", "targets": {"vocals": {"sdr": "high"}}}),
+        "v": json.dumps([1, 2]),
+    }
+    for name, text in bad.items():
+        (tmp_path / "results" / name).mkdir()
+        (tmp_path / "results" / name / "metrics.json").write_text(text)
+    out = tmp_path / "LEADERBOARD.md"
+    assert main(["leaderboard", "--results", str(tmp_path / "results"), "-o", str(out)]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == len(bad) and all(line.startswith("[zoo] skipped ") for line in err)
+    assert "v/metrics.json: holds a list" in err[0] and "'targets.vocals.sdr'" in err[1]
+    assert "x/metrics.json: not valid JSON" in err[2] and "'si_sdri' is a str" in err[3]
+    assert "z/metrics.json: 'dataset' is missing" in err[4]
+    assert len(collect(tmp_path / "results", quiet=True)) == good  # the rest are built
+    assert "libri2mix_pit" in out.read_text()
 
 
 def test_music_tables_rank_by_sdr_with_per_target_columns(tmp_path):
