@@ -67,6 +67,20 @@ def _datamodule(name: str, roots: dict[str, Path], backbone, **extra):
     return dm, music, config
 
 
+def _librispeech_datamodule(roots: dict[str, Path], backbone, dynamic: bool):
+    """The Libri2Mix datamodule reading LibriSpeech (FLAC) and LibriMix's metadata on the fly:
+    4 s segments at the backbone's rate, the Conv-TasNet recipe's batch."""
+    from zoo.data.libri2mix import Libri2MixDataModule
+
+    tree = roots["librimix"]
+    dm = Libri2MixDataModule(
+        str(tree["librispeech"]), sample_rate=backbone.sample_rate, train_subset="train-100",
+        segment=4.0, batch_size=6, metadata=str(tree["metadata"]), dynamic_mixing=dynamic,
+    )  # fmt: skip
+    dm.setup("fit")
+    return dm
+
+
 def items_per_s(dataset, items: int, repeats: int) -> float:
     """Training items one thread draws per second (median of ``repeats`` runs)."""
     n = len(dataset)
@@ -104,15 +118,22 @@ def forward_flops(build, item: dict) -> int:
     raise AssertionError("unreachable")
 
 
-def one(name: str, roots: dict[str, Path], items: int, repeats: int, tflops: float) -> dict:
+def one(name: str, roots: dict[str, Path], items: int, repeats: int, tflops: float,
+        source: str | None = None) -> dict:  # fmt: skip
+    """One recipe's row; ``source``: ``on the fly`` / ``dynamic mixing`` (Libri2Mix built from
+    LibriSpeech, the recipe's paper datamodule with 4 s segments)."""
     from zoo.run.recipe import load_recipe
 
     config = load_recipe(name).merged(False)
     torch.manual_seed(0)
     backbone = _build(config["model"]["backbone"])
-    dm, music, config = _datamodule(name, roots, backbone)
+    if source is None:
+        dm, music, config = _datamodule(name, roots, backbone)
+    else:
+        dm, music = _librispeech_datamodule(roots, backbone, source == "dynamic mixing"), False
     batch = dm.batch_size
-    row = {"recipe": name, "batch": batch, "segment_s": None}
+    label = name if source is None else f"{name}, {source} from LibriSpeech"
+    row = {"recipe": label, "batch": batch, "segment_s": None}
     rate = items_per_s(dm.train_set, items, repeats)
     row["items_per_s"] = round(rate, 2)
     if music:
@@ -154,7 +175,10 @@ def render(rows: list[dict], tflops: float, assumed: bool) -> str:
         "GPU. Workers per GPU = ceil(items the step consumes per second / items per second per "
         "worker). For the small spectrogram networks (the U-Nets, Open-Unmix) kernel launches "
         "and the STFT, not FLOPs, set the step time, so their estimated steps are lower bounds "
-        "and their worker counts upper bounds.",
+        "and their worker counts upper bounds. The two `from LibriSpeech` rows build Libri2Mix "
+        "items as they are read (FLAC decoding with soundfile, gains, scipy's resample_poly to "
+        "8 kHz, 4 s segments: `data.init_args.metadata`) from generated LibriSpeech-layout "
+        "utterances of 10-16 s, from LibriMix's fixed metadata or with dynamic mixing.",
         "",
         "| recipe | batch | segment s | items/s per worker | items/s no augmentation | "
         "forward GFLOP per item | est. GPU step s | items/s needed | workers per GPU |",
@@ -194,11 +218,21 @@ def main() -> int:
         raise SystemExit(f"unknown recipe(s) {unknown}: `zoo recipes` lists them")
     tflops = a.gpu_tflops or V100_FP32_TFLOPS * UTILISATION
     roots = make_data(Path(a.data), 180.0, 15.0)
+    tree = Path(a.data) / "librimix"
+    if not (tree / "metadata").is_dir():  # LibriSpeech-length utterances (10-16 s)
+        from zoo.data.librimix_mini import write_librimix_tree
+
+        write_librimix_tree(tree, n_speakers=6, utterances=4, n_mixtures=24, seconds=(10, 16))
+    roots["librimix"] = {k: tree / d for k, d in
+                         (("librispeech", "LibriSpeech"), ("metadata", "metadata"))}  # fmt: skip
+    runs = [(name, None) for name in names]
+    if "libri2mix_pit" in names:  # the Libri2Mix paths a user without the 430 GB tree takes
+        runs += [("libri2mix_pit", "on the fly"), ("libri2mix_pit", "dynamic mixing")]
     rows = []
-    for name in names:
+    for name, source in runs:
         t = time.perf_counter()
         try:
-            row = one(name, roots, a.items, a.repeats, tflops)
+            row = one(name, roots, a.items, a.repeats, tflops, source)
         except Exception as e:  # noqa: BLE001 - one recipe's failure is reported, not fatal
             row = {"recipe": name, "error": f"{type(e).__name__}: {e}"[:160]}
         rows.append(row)

@@ -239,3 +239,29 @@ def test_ddp_ranks_start_from_rank_zero_input_statistics(quiet_trainer):
         callbacks=[_SameStatsOnEveryRank()],
     )
     trainer.fit(model, datamodule=_RandomBatches())
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_a_recipe_trains_on_libri2mix_built_from_librispeech(dynamic, tmp_path):
+    """DATA= LibriSpeech and LibriMix's metadata: the recipe trains, validates and tests on
+    items built on the fly (or, with dynamic mixing, trains on new mixtures), writing nothing
+    under LibriSpeech."""
+    from zoo.data.librimix_mini import write_librimix_tree
+    from zoo.run.paths import ASSETS
+
+    tree = write_librimix_tree(tmp_path / "corpora")
+    before = sorted(tree["librispeech"].rglob("*"))
+    overrides = [*SMOKE, "--config", str(ASSETS / "conf/backbone/convtasnet_mini.yaml"),
+                 f"--data.init_args.metadata={tree['metadata']}",
+                 "--data.init_args.train_subset=train-100", "--data.init_args.segment=0.5",
+                 "--data.init_args.batch_size=2", "--data.init_args.num_workers=0",
+                 f"--data.init_args.dynamic_mixing={str(dynamic).lower()}"]  # fmt: skip
+    m = run_recipe("libri2mix_pit", data=str(tree["librispeech"]), overrides=overrides,
+                   results=tmp_path / "results")  # fmt: skip
+    rows = list(csv.DictReader(open(tmp_path / "results/libri2mix_pit/test_items.csv")))
+    published = [r["mixture_ID"] for r in csv.DictReader(
+        open(tree["metadata"] / "libri2mix_test-clean.csv"))]  # fmt: skip
+    assert sorted(r["id"] for r in rows) == sorted(published)  # the metadata's test mixtures
+    assert m["train_steps"] == 2 and m["source"] == "built from LibriSpeech on the fly"
+    assert m.get("dynamic_mixing", False) is dynamic and m["mini"] is False
+    assert sorted(tree["librispeech"].rglob("*")) == before

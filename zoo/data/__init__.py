@@ -16,6 +16,7 @@ __all__ = [
     "SeparationData",
     "headline_metric",
     "mini_datasets",
+    "prepare_tools",
 ]
 
 DATAMODULES: tuple[type[SeparationData], ...] = (Libri2MixDataModule, MUSDB18DataModule)
@@ -24,6 +25,11 @@ DATAMODULES: tuple[type[SeparationData], ...] = (Libri2MixDataModule, MUSDB18Dat
 def mini_datasets() -> dict[str, MiniDataset]:
     """The built-in mini datasets by ``zoo prepare`` name."""
     return {dm.mini.name: dm.mini for dm in DATAMODULES if dm.mini is not None}
+
+
+def prepare_tools() -> dict:
+    """``zoo prepare`` steps for the real corpora, by name, as the datamodules declare them."""
+    return {name: tool for dm in DATAMODULES for name, tool in dm.tools.items()}
 
 
 def headline_metric(dataset: str) -> tuple[str, str]:

@@ -12,7 +12,8 @@ scores) and :meth:`describe` (what the results file records). Items are dicts wi
 Each datamodule class also declares, as class attributes, what the run layer needs to know about
 it without a table of its own: ``mini`` (its built-in mini dataset: the ``zoo prepare`` name,
 the folder under the data directory, the generator that writes it in the real format; recipes
-on this class run on it when no ``--data`` is given), ``datasets`` (the ``dataset`` names its
+on this class run on it when no ``--data`` is given), ``tools`` (``zoo prepare <name>`` steps
+for the real corpus: writing, fetching or checking it), ``datasets`` (the ``dataset`` names its
 results carry) and ``headline_metric`` (the key the leaderboard ranks its tables by, and its
 column label).
 
@@ -59,6 +60,7 @@ class SeparationData(L.LightningDataModule):
     """Base class of the zoo's datamodules."""
 
     mini: ClassVar[MiniDataset | None] = None
+    tools: ClassVar[dict[str, Callable]] = {}  # `zoo prepare <name>` for the real corpus
     datasets: ClassVar[tuple[str, ...]] = ()
     headline_metric: ClassVar[tuple[str, str]] = ("si_sdri", "SI-SDRi (dB)")
 

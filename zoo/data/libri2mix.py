@@ -17,6 +17,16 @@ from torch.utils.data import DataLoader, Dataset
 
 from .audio import AudioError, read_audio
 from .base import MiniDataset, SeparationData
+from .librimix import (
+    SUBSET_DIRS,
+    DynamicMixing,
+    EpochSampler,
+    LibriMixMetadata,
+    LibriMixOnTheFly,
+    download_metadata,
+    metadata_csv,
+    write_libri2mix,
+)
 from .loading import EvalSampler, item_rng, train_loader
 from .mini import prepare_libri2mix_mini
 
@@ -184,11 +194,15 @@ class Libri2MixDataset(Dataset):
         start, stop = self._span(idx, rng)
         return self.read(idx, "mixture_path", start, stop)  # (1, T)
 
-    def __getitem__(self, idx: int) -> dict:
-        start, stop = self._span(idx, None)
+    def item(self, idx: int, rng: random.Random | None = None) -> dict:
+        """Item ``idx``, its segment placed with ``rng`` (``None``: the process's)."""
+        start, stop = self._span(idx, rng)
         mix = self.read(idx, "mixture_path", start, stop)  # (1, T)
         sources = torch.stack([self.read(idx, c, start, stop) for c in self.source_cols])
         return {"mix": mix, "sources": sources, "id": self.rows[idx]["mixture_ID"]}
+
+    def __getitem__(self, idx: int) -> dict:
+        return self.item(idx)
 
 
 class MixtureOfMixtures(Dataset):
@@ -237,9 +251,7 @@ class MixtureOfMixtures(Dataset):
         }
 
     def _supervised(self, idx: int, rng: random.Random) -> dict:
-        start, stop = self.base._span(idx, rng)
-        src = torch.stack([self.base.read(idx, c, start, stop) for c in self.base.source_cols])
-        return {"sources": src, "id": self.base.rows[idx]["mixture_ID"]}
+        return self.base.item(idx, rng)
 
 
 class _SupervisedTrain(Dataset):
@@ -259,8 +271,15 @@ class _SupervisedTrain(Dataset):
 class Libri2MixDataModule(SeparationData):
     """Libri2Mix for training with PIT / Hungarian (sources), MixIT or semi-supervised MixIT.
 
+    Two sources of items: the ``Libri2Mix`` folder the LibriMix scripts write (``root``), or,
+    with ``metadata``, LibriSpeech itself: ``root`` is then the LibriSpeech folder and every
+    item is built as it is read, exactly as the scripts would have written it
+    (:mod:`zoo.data.librimix`; ``sep_clean`` needs no noise set, ``sep_noisy`` / ``enh_single``
+    the WHAM! root in ``wham``), with no file written anywhere.
+
     Args:
-        root: the ``Libri2Mix`` folder (the recipe fills it in: ``DATA=`` or the mini set).
+        root: the ``Libri2Mix`` folder (the recipe fills it in: ``DATA=`` or the mini set); with
+            ``metadata``, the LibriSpeech folder (holding ``train-clean-100/`` ...).
         task: ``sep_clean``, ``sep_noisy`` or ``enh_single``.
         sample_rate: 8000 or 16000.
         mode: ``min`` or ``max``.
@@ -277,11 +296,20 @@ class Libri2MixDataModule(SeparationData):
         limit_val_items: validate on the first N dev items only (``None``: all).
         test_split: the subset ``trainer.test`` scores: ``test`` or ``dev``.
         limit_test_items: test on the first N items of that subset only (``None``: all).
+        metadata: LibriMix's metadata folder (``metadata/Libri2Mix`` of a LibriMix checkout, or
+            what ``zoo prepare libri2mix-metadata`` downloads): build Libri2Mix from
+            LibriSpeech (``root``) on the fly.
+        wham: the WHAM! noise root (``wham_noise/``), for ``sep_noisy`` and ``enh_single`` on
+            the fly.
+        dynamic_mixing: train on new mixtures every epoch, drawn from the training subset's
+            utterances (needs ``metadata``; validation and test stay on the fixed metadata).
+        seed: the seed of dynamic mixing's draws (with the epoch and the item).
 
     Validation and test items always carry the true sources, whatever the training targets.
     """
 
     mini = MiniDataset("libri2mix-mini", "mini/Libri2Mix", prepare_libri2mix_mini)
+    tools = {"libri2mix": write_libri2mix, "libri2mix-metadata": download_metadata}
     datasets = ("Libri2Mix",)
     headline_metric = ("si_sdri", "SI-SDRi (dB)")
 
@@ -301,6 +329,10 @@ class Libri2MixDataModule(SeparationData):
         limit_val_items: int | None = None,
         test_split: str = "test",
         limit_test_items: int | None = None,
+        metadata: str | None = None,
+        wham: str | None = None,
+        dynamic_mixing: bool = False,
+        seed: int = 0,
     ):
         super().__init__()
         if test_split not in ("test", "dev"):
@@ -332,18 +364,57 @@ class Libri2MixDataModule(SeparationData):
         )
         self.test_split, self.limit_test_items = test_split, limit_test_items
         self.n_src = len(TASKS[task][1])
+        self.metadata = Path(metadata).expanduser() if metadata else None
+        self.wham = Path(wham).expanduser() if wham else None
+        self.dynamic_mixing, self.seed = dynamic_mixing, seed
+        if dynamic_mixing and (
+            self.metadata is None or train_on != "sources" or task == "enh_single"
+        ):
+            raise ValueError(
+                "dynamic_mixing draws two-speaker mixtures from LibriSpeech utterances: it needs "
+                "data.init_args.metadata (LibriMix's metadata, root = LibriSpeech), "
+                "train_on: sources and a two-speaker task"
+            )
         self.audio_channels = 1
         self.dataset_name = "Libri2Mix"
 
-    def _ds(self, subset: str, segment: float | None, random_segments: bool) -> Libri2MixDataset:
-        return Libri2MixDataset(
-            self.root, subset, self.task, self.sample_rate, self.mode, segment, random_segments
-        )
+    def _ds(self, subset: str, segment: float | None, random_segments: bool) -> Dataset:
+        if self.metadata is None:
+            return Libri2MixDataset(
+                self.root, subset, self.task, self.sample_rate, self.mode, segment,
+                random_segments,
+            )  # fmt: skip
+        return LibriMixOnTheFly(
+            self._metadata(subset), self.task, self.sample_rate, self.mode, segment,
+            random_segments,
+        )  # fmt: skip
+
+    def _metadata(self, subset: str) -> LibriMixMetadata:
+        if not self.root.is_dir() or not any(
+            (self.root / d).is_dir() for d in SUBSET_DIRS.values()
+        ):
+            raise DatasetNotFoundError(
+                f"{self.root} is not a LibriSpeech folder (no {', '.join(SUBSET_DIRS.values())}): "
+                "with data.init_args.metadata, DATA= (data.init_args.root) names LibriSpeech"
+            )
+        if self.sample_rate not in (8000, 16000):
+            raise ValueError(f"Libri2Mix comes at 8000 or 16000 Hz, not {self.sample_rate}")
+        return LibriMixMetadata(metadata_csv(self.metadata, subset), self.root, self.wham)
 
     def setup(self, stage: str | None = None) -> None:
         if stage in ("fit", None):
             base = self._ds(self.train_subset, self.segment, True)
-            if self.train_on == "mixtures":
+            if self.dynamic_mixing:
+                self.train_set = _SupervisedTrain(
+                    DynamicMixing(
+                        self._metadata(self.train_subset),
+                        self.sample_rate,
+                        self.mode,
+                        self.segment,
+                        self.seed,
+                    )  # fmt: skip
+                )
+            elif self.train_on == "mixtures":
                 self.train_set = MixtureOfMixtures(base, self.supervised_share)
             else:
                 self.train_set = _SupervisedTrain(base)
@@ -355,9 +426,15 @@ class Libri2MixDataModule(SeparationData):
             self.test_set = self._ds(self.test_split, None, False)
             self.test_set.rows = self.test_set.rows[: self.limit_test_items]
             if not self.test_set.rows:
-                raise ValueError(f"{self.test_set.csv_path}: no test items (the CSV has no rows)")
+                where = getattr(self.test_set, "csv_path", None) or self.test_set.md.csv_path
+                raise ValueError(f"{where}: no test items (the CSV has no rows)")
 
     def train_dataloader(self) -> DataLoader:
+        if self.dynamic_mixing:  # items are (epoch, index): the draws follow the epoch
+            sampler = EpochSampler(self.train_set, self.seed)
+            return DataLoader(self.train_set, self.batch_size, sampler=sampler, drop_last=True,
+                              num_workers=self.num_workers,
+                              persistent_workers=self.num_workers > 0)  # fmt: skip
         return train_loader(self.train_set, self.batch_size, self.num_workers)
 
     def _eval_loader(self, ds: Dataset, segmented: bool) -> DataLoader:
@@ -383,4 +460,10 @@ class Libri2MixDataModule(SeparationData):
             "mode": self.mode,
             "split": self.test_split,
             "root": str(self.root),
+            **(
+                {"source": "built from LibriSpeech on the fly", "metadata": str(self.metadata)}
+                if self.metadata
+                else {}
+            ),
+            **({"dynamic_mixing": True} if self.dynamic_mixing else {}),
         }

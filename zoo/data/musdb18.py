@@ -13,6 +13,7 @@ datamodule checks for them first and says what to install.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -315,3 +316,119 @@ class MUSDB18DataModule(SeparationData):
             "split": self.test_split,
             "root": str(self.root),
         }
+
+
+class DatasetCheckError(UserError, ValueError):
+    """A dataset copy with problems (each was printed on its own line)."""
+
+
+MUSDB_TRACKS = {"train": 100, "test": 50}  # the 14 validation tracks are part of train
+STEM_NAMES = ("mixture", *SOURCES)
+
+
+def check_musdb(root: str | Path, tolerance: float = 1e-3, out=print) -> str:
+    """Check a MUSDB18 (``.stem.mp4``) or MUSDB18-HQ (folders of WAVs) copy before a long run.
+
+    Every track of ``train/`` (100, the official 14 validation tracks among them) and ``test/``
+    (50): all five stems present and readable (decoded, for ``.stem.mp4``: ffmpeg needed), at
+    44.1 kHz, stereo, of one length; for MUSDB18-HQ the four stems sum to the mixture within
+    ``tolerance`` (peak difference, full scale 1). One line per problem naming the track and the
+    stem (through ``out``), then the summary; problems end in :class:`DatasetCheckError`.
+    """
+    import yaml
+
+    from .musdb_mini import _musdb_setup_path
+
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetNotFoundError(f"MUSDB18 root not found: expected a folder at {root}")
+    problems, n_tracks = [], {}
+    try:  # the mini set's track decoded from MUSDB18's AAC stems: its mixture is no exact sum
+        aac = {json.loads((root / ".zoo-mini.json").read_text()).get("stempeg_example")}
+    except (OSError, ValueError, AttributeError):
+        aac = set()
+    stems = sorted(root.glob("*/*.stem.mp4"))
+    hq = not stems
+    for subset in MUSDB_TRACKS:
+        tracks = (
+            sorted(p for p in (root / subset).iterdir() if p.is_dir())
+            if hq and (root / subset).is_dir()
+            else sorted((root / subset).glob("*.stem.mp4"))
+        )
+        n_tracks[subset] = len(tracks)
+        for track in tracks:
+            name = track.name.removesuffix(".stem.mp4")
+            try:
+                audio = _read_hq(track) if hq else _read_stems(track)
+            except (OSError, RuntimeError, ValueError) as exc:
+                problems.append(f"{subset}/{name}: {exc}")
+                continue
+            lengths = {k: (len(v), rate, v.shape[1]) for k, (v, rate) in audio.items()}
+            for stem, (_, rate, channels) in lengths.items():
+                if rate != 44100 or channels != 2:
+                    problems.append(f"{subset}/{name} {stem}: {rate} Hz, {channels} channel(s); "
+                                    "MUSDB18 is 44.1 kHz stereo")  # fmt: skip
+            n_mix = lengths["mixture"][0]
+            short = [f"{s} ({n} samples)" for s, (n, _, _) in lengths.items() if n != n_mix]
+            if short:
+                problems.append(f"{subset}/{name}: {', '.join(short)} against the mixture's "
+                                f"{n_mix}: truncated or mismatched stems")  # fmt: skip
+            elif hq and name not in aac:
+                total = sum(audio[s][0] for s in SOURCES)
+                err = float(np.abs(total - audio["mixture"][0]).max())
+                if err > tolerance:
+                    problems.append(f"{subset}/{name}: the stems sum to the mixture only within "
+                                    f"{err:.3g} (> {tolerance:g})")  # fmt: skip
+    valid = yaml.safe_load(_musdb_setup_path().read_text()).get("validation_tracks") or []
+    names = {p.name.removesuffix(".stem.mp4") for p in (root / "train").glob("*")}
+    missing_valid = [v for v in valid if v not in names]
+    counts = ", ".join(f"{n_tracks[s]} {s}" for s in MUSDB_TRACKS)
+    kind = "MUSDB18-HQ (WAV folders)" if hq else "MUSDB18 (.stem.mp4)"
+    if n_tracks != MUSDB_TRACKS:
+        mini = " (the built-in mini set)" if (root / ".zoo-mini.json").is_file() else ""
+        problems.insert(
+            0,
+            f"{root}: {counts} tracks{mini}; MUSDB18 has 100 train (the 14 validation tracks "
+            "among them) and 50 test: not a full copy",
+        )
+    elif missing_valid:
+        problems.append(f"{root}/train: {len(missing_valid)} of the official validation tracks "
+                        f"are missing, e.g. {missing_valid[0]!r}")  # fmt: skip
+    for line in problems:
+        out(line)
+    summary = f"{root}: {kind}, {counts} tracks checked, {len(problems)} problem(s)"
+    if problems:
+        raise DatasetCheckError(summary)
+    return summary
+
+
+def _read_hq(folder: Path) -> dict:
+    import soundfile as sf
+
+    out = {}
+    for stem in STEM_NAMES:
+        path = folder / f"{stem}.wav"
+        if not path.is_file():
+            raise ValueError(f"{stem}.wav is missing")
+        try:
+            x, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        except RuntimeError as exc:
+            raise ValueError(f"{stem}.wav cannot be read ({exc})") from None
+        out[stem] = (x, rate)
+    return out
+
+
+def _read_stems(path: Path) -> dict:
+    require_ffmpeg("checking MUSDB18 .stem.mp4 files")
+    import stempeg
+
+    try:
+        audio, rate = stempeg.read_stems(str(path), dtype=np.float32)  # (5, T, C)
+    except Exception as exc:  # noqa: BLE001 - ffmpeg's failures come in many types
+        raise ValueError(f"cannot be decoded ({str(exc).strip().splitlines()[-1][:120]})") from None
+    if audio.shape[0] != 5:
+        raise ValueError(f"{audio.shape[0]} streams; a MUSDB18 stem file has 5")
+    return {stem: (audio[i], int(rate)) for i, stem in enumerate(STEM_NAMES)}
+
+
+MUSDB18DataModule.tools = {"musdb18": check_musdb}  # zoo prepare musdb18 --root DIR --check

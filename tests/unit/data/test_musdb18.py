@@ -133,3 +133,28 @@ def test_random_channel_gives_mono_items_one_random_channel_per_source(tiny_musd
             assert len(channels) == 1, f"{s} of item {i} is not one channel of its stem"
             picked |= channels
     assert picked == {0, 1}  # both channels get drawn
+
+
+def test_zoo_prepare_musdb18_check_names_a_mini_tree_and_a_truncated_stem(tiny_musdb, tmp_path,
+                                                                          capsys):  # fmt: skip
+    import shutil
+
+    import soundfile as sf
+
+    from zoo.cli import main
+
+    assert main(["prepare", "musdb18", "--root", str(tiny_musdb), "--check"]) == 2
+    out, err = capsys.readouterr()
+    assert len(out.strip().splitlines()) == 1 and "not a full copy" in out
+    assert "(the built-in mini set)" in out and "problem(s)" in err
+    assert main(["prepare", "musdb18", "--root", str(tiny_musdb)]) == 2  # --check is the step
+    capsys.readouterr()
+    copy = tmp_path / "MUSDB18-HQ"
+    shutil.copytree(tiny_musdb, copy)
+    track = sorted((copy / "test").iterdir())[0]
+    x, rate = sf.read(track / "bass.wav")
+    sf.write(track / "bass.wav", x[: len(x) // 2], rate)  # a truncated stem
+    assert main(["prepare", "musdb18", "--root", str(copy), "--check"]) == 2
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert any(f"test/{track.name}" in line and "bass" in line and "truncated" in line
+               for line in lines)  # fmt: skip

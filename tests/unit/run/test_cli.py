@@ -31,4 +31,4 @@ def test_user_errors_are_one_line_and_debug_shows_the_traceback(tmp_path, capsys
     with pytest.raises(Exception, match="not in the cache"):
         main(["separate", "convtasnet-tiny-random", missing, "-o", str(tmp_path), "--debug"])
     assert main(["prepare", "nope-mini"]) == 2
-    assert "unknown mini dataset 'nope-mini'" in capsys.readouterr().err
+    assert "unknown dataset 'nope-mini'" in capsys.readouterr().err
