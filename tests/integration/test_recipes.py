@@ -80,6 +80,11 @@ def test_recipe_smoke_run_writes_results(name, tiny_libri2mix, tiny_musdb, tmp_p
         assert metrics["sdr"] == pytest.approx(
             np.mean([t["sdr"] for t in metrics["targets"].values()]), abs=1e-3
         )
+        # the full-track SDR beside it: mean over tracks, each key named by its definition
+        usdr = [float(r["usdr_vocals"]) for r in rows]
+        assert metrics["targets"]["vocals"]["usdr"] == pytest.approx(np.mean(usdr), abs=1e-3)
+        assert "median over 1 s frames" in metrics["metric_definitions"]["sdr"]
+        assert "whole track" in metrics["metric_definitions"]["usdr"]
     # every row says how its estimates were ordered: blind, or oracle for reference rows
     assert metrics["protocol"] == ("oracle" if name.endswith("_autoencoder") else "blind")
     if name.startswith("libri2mix_audioslots") and metrics["protocol"] == "blind":

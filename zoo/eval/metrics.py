@@ -17,8 +17,10 @@ from ..matching import best_matching
 from .bsseval import METRICS, bss_eval_v4
 
 __all__ = [
+    "DEFINITIONS",
     "bss_eval_items",
     "bss_sdr",
+    "full_track_sdr",
     "macs_per_second",
     "match_and_score",
     "oracle_stitch",
@@ -117,10 +119,32 @@ def oracle_stitch(chunks, sources: Tensor) -> Tensor:
     return out
 
 
+# Each music SDR a results file holds, by the definition that makes it comparable (a published
+# number is shown only in the column of its own definition).
+DEFINITIONS = {
+    "sdr": "BSS Eval v4 SDR as museval aggregates it (SiSEC 2018, most MUSDB18 papers): median "
+    "over 1 s frames per track, median over tracks, mean over targets",
+    "usdr": "full-track ('utterance') SDR as the Music Demixing Challenge and the RoFormer "
+    "community tables report it: 10 log10(sum s^2 / sum (s - est)^2) over the whole track and "
+    "its channels (1e-7 added to both sums), mean over tracks, mean over targets",
+    "si_sdr": "scale-invariant SDR (zero-mean) of the whole item, mean over items and sources",
+}
+
+
+def full_track_sdr(est: Tensor, ref: Tensor, delta: float = 1e-7) -> Tensor:
+    """The Music Demixing Challenge's SDR of whole tracks (``usdr`` in :data:`DEFINITIONS`),
+    in float64. Shape: ``(..., C, T)`` → ``(...)``."""
+    est, ref = est.double(), ref.double()
+    num = ref.square().sum((-2, -1)) + delta
+    den = (ref - est).square().sum((-2, -1)) + delta
+    return 10 * torch.log10(num / den)
+
+
 def bss_eval_items(
     est: Tensor, sources: Tensor, names: list[str], sample_rate: int
 ) -> list[dict[str, float]]:
-    """museval's v4 scores per item: ``{"<metric>_<target>": median over 1 s windows}``.
+    """museval's v4 scores per item: ``{"<metric>_<target>": median over 1 s windows}``, and
+    the full-track SDR of each target (``usdr_<target>``).
 
     Shape:
         est, sources ``(B, S, C, T)`` in the same (fixed) order.
@@ -134,13 +158,14 @@ def bss_eval_items(
         )
         with warnings.catch_warnings():  # all-NaN targets (silent throughout) stay NaN
             warnings.simplefilter("ignore", RuntimeWarning)
-            out.append(
-                {
-                    f"{m}_{name}": float(np.nanmedian(framewise[m][j]))
-                    for m in METRICS
-                    for j, name in enumerate(names)
-                }
-            )
+            row = {
+                f"{m}_{name}": float(np.nanmedian(framewise[m][j]))
+                for m in METRICS
+                for j, name in enumerate(names)
+            }
+        usdr = full_track_sdr(est[b, : len(names)], sources[b, : len(names)])
+        row.update({f"usdr_{name}": float(usdr[j]) for j, name in enumerate(names)})
+        out.append(row)
     return out
 
 
@@ -154,7 +179,10 @@ def summarize_bss(rows: list[dict], names: list[str]) -> dict:
         targets[name] = {
             m: round(float(np.nanmedian([r[f"{m}_{name}"] for r in rows])), 4) for m in METRICS
         }
-    avg = {m: round(float(np.mean([t[m] for t in targets.values()])), 4) for m in METRICS}
+        if f"usdr_{name}" in rows[0]:  # the challenge's aggregate: mean over tracks
+            targets[name]["usdr"] = round(float(np.mean([r[f"usdr_{name}"] for r in rows])), 4)
+    keys = [*METRICS, *(["usdr"] if "usdr" in targets[names[0]] else [])]
+    avg = {m: round(float(np.mean([t[m] for t in targets.values()])), 4) for m in keys}
     return {"targets": targets, **avg}
 
 

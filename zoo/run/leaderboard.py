@@ -15,6 +15,8 @@ import sys
 from importlib import resources
 from pathlib import Path
 
+from ..eval.metrics import DEFINITIONS
+
 __all__ = ["collect", "headline", "render", "write_leaderboard"]
 
 
@@ -94,6 +96,16 @@ def _published() -> dict:
     return {k: v for k, v in data.items() if not k.startswith("_")}
 
 
+def _cite(pub: dict) -> str:
+    """A published figure with the definition it was computed by (never put in a column of
+    another definition: it stands in the cited column, labelled)."""
+    figures = "; ".join(f"{pub[k]:.2f} {LABELS[k]}" for k in LABELS if k in pub)
+    return f"{figures} ({pub['source']}; {pub['setup']})"
+
+
+LABELS = {"si_sdri": "SI-SDRi", "sdr": "SDR (museval)", "usdr": "full-track SDR"}
+
+
 def _name(m: dict) -> str:
     return m.get("model") or m.get("recipe") or Path(m["_path"]).parent.name
 
@@ -157,19 +169,23 @@ def render(rows: list[dict], plot_name: str | None = "leaderboard.png") -> str:
             ),
             "",
         ]
-        # music: museval's SDR per target next to the average
+        # music: museval's SDR per target next to the average, and the full-track SDR
         targets = sorted({t for m in group for t in (m.get("targets") or {})}, key=_target_order)
+        usdr = any(m.get("usdr") is not None for m in group)
         extra_head = "".join(f" {t} SDR |" for t in targets)
+        extra_head += " full-track SDR (dB) |" if usdr else ""
+        n_extra = len(targets) + usdr
         lines += [
             f"| # | model | backbone | objective | protocol | {label} |{extra_head} SI-SDR (dB) | "
             "params | RTF | items | published (cited) |",
-            "|---:|---|---|---|---|---:|" + "---:|" * len(targets) + "---:|---:|---:|---:|---|",
+            "|---:|---|---|---|---|---:|" + "---:|" * n_extra + "---:|---:|---:|---:|---|",
         ]
 
-        def per_target(m, targets=targets):
-            return "".join(
+        def per_target(m, targets=targets, usdr=usdr):
+            cells = "".join(
                 f" {_fmt((m.get('targets') or {}).get(t, {}).get('sdr'))} |" for t in targets
             )
+            return cells + (f" {_fmt(m.get('usdr'))} |" if usdr else "")
 
         def best_first(m, key=key):
             return -(m.get(key) if m.get(key) is not None else float("-inf"))
@@ -186,7 +202,7 @@ def render(rows: list[dict], plot_name: str | None = "leaderboard.png") -> str:
         for i, m in enumerate(ranked, 1):
             backbone = (m.get("backbone") or "").rsplit(".", 1)[-1]
             pub = published.get(f"{dataset}/{task}/{m.get('architecture', backbone)}")
-            cited = "" if mini or not pub else f"{pub[key]:.1f} ({pub['source']}; {pub['setup']})"
+            cited = "" if mini or not pub else _cite(pub)
             lines.append(
                 f"| {i} | {_name(m)} | {m.get('architecture', backbone)} | {m.get('loss', '')} | "
                 f"{_protocol(m)} | {_fmt(m.get(key))} |{per_target(m)} {_fmt(m.get('si_sdr'))} | "
@@ -207,9 +223,11 @@ def render(rows: list[dict], plot_name: str | None = "leaderboard.png") -> str:
         "the machine that ran the test (lower is faster); `ref` rows read the true "
         "sources (oracle masks, autoencoders of the sources, or a model's clips ordered by the "
         "references: `oracle stitch`, the AudioSlots paper's protocol) and are references, not "
-        "separators; `blind` rows used the mixture alone. Music tables give museval's BSS "
-        "Eval v4 SDR (median over 1 s windows, then over tracks) per "
-        "target and its mean over targets.",
+        "separators; `blind` rows used the mixture alone. SDR definitions (a published number "
+        "is labelled with its own and never sits in a column of another): "
+        + "; ".join(f"**{k}**: {v}" for k, v in DEFINITIONS.items())
+        + ". Music tables give the museval SDR per target and its mean, and the full-track SDR "
+        "beside it.",
         "",
     ]
     return "\n".join(lines)

@@ -20,7 +20,7 @@ import torch
 
 from ..backbones.capabilities import NeedsSources, TestProtocol
 from ..data.mini import is_mini_dataset
-from ..eval.metrics import summarize_bss
+from ..eval.metrics import DEFINITIONS, summarize_bss
 
 __all__ = ["ResultsWriter", "git_sha", "read_results", "write_json_atomic"]
 
@@ -52,6 +52,12 @@ def write_json_atomic(path: Path, obj: dict) -> None:
 def read_results(out_dir: str | Path) -> dict:
     """The ``metrics.json`` of a results folder."""
     return json.loads((Path(out_dir) / "metrics.json").read_text())
+
+
+def first_row_keys(rows: list[dict]) -> set[str]:
+    """The metric names the rows hold (``sdr_vocals`` -> ``sdr``)."""
+    keys = set(rows[0]) if rows else set()
+    return {"si_sdr"} | {k.split("_")[0] for k in keys if k.startswith(("sdr_", "usdr_"))}
 
 
 def _reference_protocols(rows: list[dict]) -> dict:
@@ -124,8 +130,12 @@ class ResultsWriter(L.Callback):
                 if "test/sdr" in metrics
                 else {}
             ),
-            # music: BSS Eval v4 (museval's numbers) per target and averaged over targets
+            # music: BSS Eval v4 (museval's numbers) and the full-track SDR, per target and
+            # averaged over targets; every SDR key named by its definition
             **summarize_bss(rows, pl_module.target_names(trainer.datamodule.n_src)),
+            "metric_definitions": {
+                k: DEFINITIONS[k] for k in ("sdr", "usdr", "si_sdr") if k in first_row_keys(rows)
+            },
             # blind: the model's own output order; oracle: the references were used
             "protocol": "oracle" if isinstance(backbone, NeedsSources) else "blind",
             **({"test_protocol": protocol} if protocol else {}),

@@ -167,3 +167,17 @@ def test_the_gpu_solver_equals_the_cpu_one(kind):
     assert cpu.dtype == dev.dtype == torch.float64
     torch.testing.assert_close(dev, cpu, rtol=1e-8, atol=1e-10)
     torch.testing.assert_close(gram @ dev, rhs, rtol=1e-6, atol=1e-6)
+
+
+def test_full_track_sdr_is_the_challenges_energy_ratio_over_the_whole_track():
+    from zoo.eval.metrics import DEFINITIONS, full_track_sdr
+
+    torch.manual_seed(0)
+    ref = torch.randn(3, 2, 1000)  # (sources, channels, time)
+    assert torch.allclose(full_track_sdr(0.5 * ref, ref), torch.full((3,), 20 * np.log10(2.0),
+                          dtype=torch.float64), atol=1e-6)  # fmt: skip
+    noise = torch.randn_like(ref)
+    want = 10 * torch.log10(ref.double().square().sum((1, 2)) / noise.double().square().sum((1, 2)))
+    assert torch.allclose(full_track_sdr(ref + noise, ref), want, atol=1e-6)
+    assert full_track_sdr(ref, ref).min() > 100  # exact: bounded by the 1e-7 regulariser
+    assert set(DEFINITIONS) == {"sdr", "usdr", "si_sdr"}
