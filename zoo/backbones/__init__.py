@@ -7,6 +7,7 @@ from .convtasnet import ConvTasNet, conv_tasnet_paper, tdcnpp_mixit
 from .metatasnet import MetaTasNet
 from .openunmix import OpenUnmix, OpenUnmixTarget
 from .oracle import OracleMask
+from .roformer import RoFormer, bs_roformer_paper, mel_roformer_paper
 from .unet import SpectrogramUNet
 
 __all__ = [
@@ -19,7 +20,10 @@ __all__ = [
     "OpenUnmix",
     "OpenUnmixTarget",
     "OracleMask",
+    "RoFormer",
     "SpectrogramUNet",
+    "bs_roformer_paper",
     "conv_tasnet_paper",
+    "mel_roformer_paper",
     "tdcnpp_mixit",
 ]

@@ -10,6 +10,11 @@
 * Open-Unmix: the folder written by its ``train.py`` (``<target>.pth`` state dict, or
   ``<target>-<hash>.pth`` as published, ``<target>.json``, ``separator.json``); the network sizes
   are read from the tensor shapes, the STFT settings from ``separator.json`` (or given).
+* BS-RoFormer / Mel-RoFormer: a state dict in the ``bs-roformer`` package's layout (0.3.x, as
+  the community checkpoints that UVR and ``audio-separator`` load are saved) with its YAML
+  config (the ``model:`` / ``training:`` / ``audio:`` sections of Music-Source-Separation-
+  Training); the fixed rotary frequencies are dropped after checking them, and any option the
+  zoo's :class:`~zoo.backbones.RoFormer` does not build is refused by name.
 """
 
 from __future__ import annotations
@@ -22,11 +27,13 @@ import torch
 from torch import nn
 
 from ..backbones import ConvTasNet, OpenUnmix
+from ..backbones.roformer import RoFormer
 
 __all__ = [
     "ConversionError",
     "from_asteroid",
     "from_openunmix",
+    "from_roformer",
     "load_checkpoint",
     "from_torchaudio_convtasnet",
     "rename",
@@ -324,3 +331,151 @@ def from_openunmix(
     for t in targets:
         model.target_models[t].load_state_dict(states[t], strict=True)
     return model.eval(), {"class_path": "zoo.backbones.OpenUnmix", "init_args": init_args}
+
+
+# RoFormer config keys: what they become, or why they are left (training-only, or a speed
+# setting that does not change the outputs); any other key is an option the zoo does not build
+ROFORMER_LOSS_OR_SPEED = {
+    "attn_dropout", "ff_dropout", "flash_attn", "multi_stft_resolution_loss_weight",
+    "multi_stft_resolutions_window_sizes", "multi_stft_hop_size", "multi_stft_normalized",
+    "use_torch_checkpoint", "sage_attention", "match_input_audio_length",
+}  # fmt: skip
+# options of later package versions or forks whose default means "not used"
+ROFORMER_OFF = {
+    "linear_transformer_depth": 0, "skip_connection": False, "mlp_expansion_factor": 4,
+    "stft_normalized": False, "zero_dc": False, "freq_range": None, "num_residual_streams": 1,
+    "num_residual_fracs": 1, "use_pope": False, "add_value_residual": False,
+}  # fmt: skip
+
+
+def _read_yaml(path: Path) -> dict:
+    """A Music-Source-Separation-Training config: YAML with ``!!python/tuple`` sequences (read
+    as lists; no other Python tag is accepted)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_constructor(
+        "tag:yaml.org,2002:python/tuple", lambda loader, node: loader.construct_sequence(node)
+    )
+    try:
+        config = yaml.load(Path(path).read_text(), Loader=Loader)  # noqa: S506 - a SafeLoader
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConversionError(f"{path}: not a readable RoFormer config ({exc})") from None
+    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
+        raise ConversionError(f"{path}: no 'model:' section (a RoFormer config has one)")
+    return config
+
+
+def roformer_config_path(ckpt: Path) -> Path:
+    """The YAML config that goes with a RoFormer checkpoint: ``<stem>.yaml`` beside it, else
+    the only ``*.yaml`` in its folder."""
+    ckpt = Path(ckpt)
+    same = ckpt.with_suffix(".yaml")
+    if same.is_file():
+        return same
+    found = sorted(ckpt.parent.glob("*.yaml"))
+    if len(found) == 1:
+        return found[0]
+    raise ConversionError(
+        f"{ckpt}: a RoFormer checkpoint needs its YAML config: put it beside the checkpoint as "
+        f"{same.name} (or pass config=)"
+    )
+
+
+def from_roformer(path, config: str | Path | None = None) -> tuple[nn.Module, dict]:
+    """Build a zoo :class:`~zoo.backbones.RoFormer` from a BS-/Mel-RoFormer checkpoint of the
+    ``bs-roformer`` layout and its YAML config; returns ``(backbone, {"class_path",
+    "init_args"})``.
+
+    Args:
+        path: the checkpoint (a state dict, ``.ckpt`` / ``.pth``; read without unpickling code).
+        config: its YAML (default: :func:`roformer_config_path`; a relative name is looked up
+            beside the checkpoint).
+    """
+    path = Path(path)
+    cfg_path = Path(config) if config else roformer_config_path(path)
+    if config and not cfg_path.is_absolute() and not cfg_path.is_file():
+        cfg_path = path.parent / cfg_path
+    cfg = _read_yaml(cfg_path)
+    m, training = dict(cfg["model"]), cfg.get("training") or {}
+    mel = "num_bands" in m
+    for key, off in ROFORMER_OFF.items():
+        if key in m and m[key] != off and not (off is None and m[key] in (None, [-1, -1])):
+            raise ConversionError(
+                f"{cfg_path}: model.{key}: {m[key]!r} is an option the zoo's RoFormer does not "
+                f"build (only {off!r}): this checkpoint cannot be converted"
+            )
+    known = {"dim", "depth", "stereo", "num_stems", "time_transformer_depth",
+             "freq_transformer_depth", "freqs_per_bands", "num_bands", "sample_rate", "dim_head",
+             "heads", "dim_freqs_in", "stft_n_fft", "stft_hop_length", "stft_win_length",
+             "mask_estimator_depth", *ROFORMER_LOSS_OR_SPEED, *ROFORMER_OFF}  # fmt: skip
+    unknown = sorted(set(m) - known)
+    if unknown:
+        raise ConversionError(
+            f"{cfg_path}: model.{unknown[0]} is an option the zoo's RoFormer does not build: "
+            "this checkpoint cannot be converted"
+        )
+    n_stems = int(m.get("num_stems", 1))
+    instruments = list(training.get("instruments") or [])
+    if n_stems == len(instruments):
+        sources = instruments
+    elif n_stems == 1 and training.get("target_instrument"):
+        sources = [training["target_instrument"]]
+    else:
+        raise ConversionError(
+            f"{cfg_path}: num_stems {n_stems} but training.instruments {instruments} and no "
+            "target_instrument: cannot name the outputs"
+        )
+    n_fft = int(m.get("stft_n_fft", 2048))
+    if int(m.get("dim_freqs_in", n_fft // 2 + 1)) != n_fft // 2 + 1:
+        raise ConversionError(f"{cfg_path}: dim_freqs_in {m['dim_freqs_in']} != n_fft // 2 + 1")
+    depth = int(m.get("mask_estimator_depth", 1 if mel else 2))
+    rate = int(m.get("sample_rate") or (cfg.get("audio") or {}).get("sample_rate") or 44100)
+    args = {
+        "sources": sources,
+        "sample_rate": rate,
+        "bands": "mel" if mel else "split",
+        "dim": int(m["dim"]),
+        "depth": int(m["depth"]),
+        "time_depth": int(m.get("time_transformer_depth", 2)),
+        "freq_depth": int(m.get("freq_transformer_depth", 2)),
+        "heads": int(m.get("heads", 8)),
+        "dim_head": int(m.get("dim_head", 64)),
+        "n_fft": n_fft,
+        "hop": int(m.get("stft_hop_length", 512)),
+        "win_length": int(m.get("stft_win_length", n_fft)),
+        # the package's BS-RoFormer counts the mask MLP's layers, its Mel-RoFormer the hidden
+        # ones: the zoo counts layers
+        "mask_depth": depth + 1 if mel else depth,
+        "norm_output": mel,  # the Mel-RoFormer normalises after each transformer
+        "audio_channels": 2 if m.get("stereo", False) else 1,
+    }
+    if mel:
+        args["n_bands"] = int(m.get("num_bands", 60))
+    else:
+        args["band_widths"] = [int(w) for w in m.get("freqs_per_bands") or ()] or None
+        if args["band_widths"] is None:
+            del args["band_widths"]
+    state = load_checkpoint(path)
+    state = state.get("state_dict", state) if isinstance(state.get("state_dict"), dict) else state
+    state = {k.removeprefix("model."): v for k, v in state.items()}
+    later = [k for k in state if "value_residual" in k or "expand_stream" in k or ".branch." in k]
+    if later:
+        raise ConversionError(
+            f"{path}: {later[0]}: a later bs-roformer option (value residuals or hyper-"
+            "connections) the zoo's RoFormer does not build"
+        )
+    dim_head = args["dim_head"]
+    default = 1.0 / 10000 ** (torch.arange(0, dim_head, 2).float() / dim_head)
+    for k in [k for k in state if k.endswith("rotary_embed.freqs")]:
+        if not torch.allclose(state.pop(k).float(), default):
+            raise ConversionError(f"{path}: {k}: rotary frequencies other than the default")
+    try:
+        backbone = RoFormer(**args)
+        backbone.load_state_dict(state, strict=True)
+    except (RuntimeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0][:300]
+        raise ConversionError(f"{path}: does not match its config {cfg_path} ({first})") from None
+    return backbone.eval(), {"class_path": "zoo.backbones.RoFormer", "init_args": args}

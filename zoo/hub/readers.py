@@ -31,6 +31,7 @@ FORMATS: dict[str, Callable[..., tuple[Backbone, dict]]] = {
     "asteroid": _peer(convert.from_asteroid),  # a file: BaseModel.serialize() dict
     "torchaudio-convtasnet": _peer(convert.from_torchaudio_convtasnet),  # a state-dict file
     "openunmix": _peer(convert.from_openunmix),  # a folder of <target>.pth (+ .json)
+    "roformer": _peer(convert.from_roformer),  # a state dict file + its YAML config
 }
 
 
@@ -49,8 +50,11 @@ def detect(path: str | Path) -> str:
     ckpt = convert.load_checkpoint(path)
     if "model_name" in ckpt:
         return "asteroid"
-    if any(k.startswith("mask_generator.") for k in ckpt.get("state_dict", ckpt)):
+    keys = ckpt.get("state_dict", ckpt) if isinstance(ckpt.get("state_dict"), dict) else ckpt
+    if any(k.startswith("mask_generator.") for k in keys):
         return "torchaudio-convtasnet"
+    if any(k.removeprefix("model.").startswith("band_split.to_features.") for k in keys):
+        return "roformer"
     raise convert.ConversionError(
         f"{path}: not a checkpoint format the zoo knows ({', '.join(FORMATS)})"
     )

@@ -11,6 +11,7 @@ from zoo.backbones import (
     ConvTasNet,
     MetaTasNet,
     OpenUnmix,
+    RoFormer,
     SpectrogramUNet,
 )
 from zoo.cli import main
@@ -33,6 +34,7 @@ EXPECTED = {
     "musdb18_unet": (SpectrogramUNet, FixedOrderLoss, 4, 9_000_000),
     "musdb18_convtasnet": (ConvTasNet, FixedOrderLoss, 4, 4_900_000),
     "musdb18_metatasnet": (MetaTasNet, FixedOrderLoss, 4, 45_070_325),
+    "musdb18_bsroformer": (RoFormer, FixedOrderLoss, 4, 222_335_748),
 }
 
 
