@@ -130,3 +130,36 @@ def test_options_the_zoo_does_not_build_are_refused_by_name(tmp_path):
     cfg = _config(tmp_path, base, target="vocals")
     with pytest.raises(ConversionError, match="value residuals or hyper-connections"):
         from_roformer(tmp_path / "later.ckpt", cfg)
+
+
+def test_the_registry_entries_load_the_community_layout_once_trusted(tmp_path, monkeypatch):
+    """The published RoFormer entries' shape (a checkpoint + its YAML, no sha256 recorded),
+    served from local files: held back until trusted, then converted as zoo.load does."""
+    from zoo.hub import registry
+
+    for name in ("bsroformer-vocals-viperx", "melroformer-vocals-viperx"):
+        entry = registry.list_models()[name]
+        assert entry["format"] == "roformer" and entry["args"]["config"] in entry["files"]
+        assert entry["weights"] in entry["files"]
+    model = RoFormer(["vocals"], 8000, "split", SMALL_BANDS, **SMALL)
+    base = dict(dim=32, depth=2, stereo=True, num_stems=1, time_transformer_depth=1,
+                freq_transformer_depth=1, dim_head=16, heads=2, stft_n_fft=128,
+                stft_hop_length=32, stft_win_length=128,
+                freqs_per_bands=list(SMALL_BANDS))  # fmt: skip
+    src = tmp_path / "published"
+    src.mkdir()
+    torch.save(model.state_dict(), src / "m.ckpt")
+    _config(src, base, target="vocals").rename(src / "m.yaml")
+    entry = {"format": "roformer", "description": "test", "weights": "m.ckpt",
+             "args": {"config": "m.yaml"},
+             "files": {f: {"url": (src / f).as_uri(), "sha256": None}
+                       for f in ("m.ckpt", "m.yaml")}}  # fmt: skip
+    monkeypatch.setitem(registry.REGISTRY, "tiny-roformer", entry)
+    monkeypatch.setenv("ZOO_PINS", str(tmp_path / "pins.json"))
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(registry.DownloadError, match="--trust"):
+        zoo.load("tiny-roformer", download=True)
+    sep = zoo.load("tiny-roformer", download=True, trust=True)
+    x = torch.randn(1, 2, 2000)
+    with torch.no_grad():
+        assert torch.equal(sep(x), model.eval()(x))
