@@ -53,7 +53,7 @@ def draw(runs: dict[str, dict], png: Path) -> None:
         ax.set_xlabel("training step")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("dB (mini dev set)")
-    axes[0].legend(fontsize=8)
+    axes[-1].legend(fontsize=8, loc="lower right")
     fig.suptitle("AudioSlots on the built-in mini Libri2Mix (synthetic; 2-core CPU)", fontsize=11)
     fig.savefig(png, dpi=110)
     plt.close(fig)
