@@ -18,6 +18,15 @@ from .eval.metrics import bss_eval_items, match_and_score, oracle_stitch
 from .inference import iter_chunks, separate_chunked
 from .optim import StepSchedule
 
+
+def leave_process_group() -> None:
+    """Close this process's DDP process group, if it has one."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 __all__ = ["SeparationSystem", "IncompatibleDataError", "check_compatible"]
 
 
@@ -189,6 +198,17 @@ class SeparationSystem(L.LightningModule):
     def on_train_start(self) -> None:
         if self.flush_denormal and self.device.type == "cpu":
             torch.set_flush_denormal(True)
+
+    def teardown(self, stage: str) -> None:
+        """A spawned DDP worker (``strategy="ddp_spawn"``) ends with its stage: it closes its
+        process group here, since left to the interpreter's exit gloo's threads abort the rank
+        (SIGABRT, "terminate called without an active exception") about one run in three on
+        CPU. Runs started by ``zoo`` close theirs in :func:`zoo.run.session.run_session`."""
+        from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher
+
+        launcher = getattr(self.trainer.strategy, "launcher", None)
+        if isinstance(launcher, _MultiProcessingLauncher) and launcher._start_method == "spawn":
+            leave_process_group()
 
     def on_fit_start(self) -> None:
         if (

@@ -119,7 +119,8 @@ def _check_ddp_run(name: str, out: Path, probe: Path) -> None:
     # the distributed sampler gave the ranks different items
     assert not torch.equal(ranks[0]["batch"]["mix"], ranks[1]["batch"]["mix"])
 
-    # one process: the same weights, each rank's batch and RNG, the loss averaged over ranks
+    # one process: the same weights, each rank's batch and RNG, the loss averaged over ranks, in
+    # the recipe's precision (the AudioSlots recipes train in bf16 autocast)
     config = next(out.glob("lightning_logs/version_*/config.yaml"))
     cli = ZooCLI(
         args=["--config", str(config), "--trainer.devices=1", "--trainer.strategy=auto"],
@@ -133,7 +134,8 @@ def _check_ddp_run(name: str, out: Path, probe: Path) -> None:
         for r in ranks:  # as each rank ran: its RNG state and thread count (summation order)
             torch.set_rng_state(r["rng"])
             torch.set_num_threads(r["threads"])
-            loss, _ = system.training_objective(r["batch"])
+            with cli.trainer.precision_plugin.train_step_context():  # the recipe's autocast
+                loss, _ = system.training_objective(r["batch"])
             (loss / len(ranks)).backward()
     finally:
         torch.set_rng_state(rng)

@@ -48,7 +48,8 @@ def test_rehearsal_runs_every_recipe_at_paper_scale(tmp_path):
 
 @pytest.mark.system
 def test_data_throughput_bench_reports_every_column(tmp_path):
-    """`make bench-data` on one speech and one music recipe (augmented and plain MUSDB items)."""
+    """`make bench-data` on one speech and one music recipe (augmented and plain MUSDB items), and
+    Libri2Mix read from LibriSpeech on the fly and by dynamic mixing."""
     script = SCRIPT.parent / "data_throughput.py"
     cmd = [sys.executable, str(script), "--data", str(tmp_path), "--no-write", "--items", "2"]
     run = subprocess.run(
@@ -58,10 +59,16 @@ def test_data_throughput_bench_reports_every_column(tmp_path):
     )
     assert run.returncode == 0, run.stderr[-2000:]
     rows = [json.loads(line.split(" (")[0]) for line in run.stdout.splitlines() if line[:1] == "{"]
-    assert [r["recipe"] for r in rows] == ["libri2mix_pit", "musdb18_umx"]
+    assert [r["recipe"] for r in rows] == [
+        "libri2mix_pit",
+        "musdb18_umx",  # and the two Libri2Mix paths without the generated tree:
+        "libri2mix_pit, on the fly from LibriSpeech",
+        "libri2mix_pit, dynamic mixing from LibriSpeech",
+    ]
     for r in rows:
         assert r["items_per_s"] > 0 and r["gflops_per_item_fwd"] > 0 and r["workers"] >= 1
     assert rows[0]["segment_s"] == 3.0 and rows[1]["segment_s"] == 6.0  # the papers' segments
+    assert rows[2]["segment_s"] == rows[3]["segment_s"] == 4.0  # LibriMix's paper datamodule
     assert "items_per_s_no_aug" in rows[1] and "items_per_s_no_aug" not in rows[0]
 
 

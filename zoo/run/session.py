@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..system import leave_process_group
 from .checkpoints import Interrupted, last_checkpoint
 from .folders import UnfinishedRunError
 from .launch import announce, is_ddp_worker, wait_for_rank_zero, withdraw
@@ -58,7 +59,7 @@ def run_session(run, resume: bool = False, fresh: bool = False) -> Iterator[Sess
             with _sigterm(run, session):
                 yield session
         finally:
-            _leave_process_group()
+            leave_process_group()  # before exit: gloo threads left to it abort the rank
         return
     run.folder.acquire()
     try:
@@ -81,17 +82,7 @@ def run_session(run, resume: bool = False, fresh: bool = False) -> Iterator[Sess
     finally:
         withdraw(run.dir)
         run.folder.release()
-        _leave_process_group()
-
-
-def _leave_process_group() -> None:
-    """Close this rank's DDP process group before the process exits: left to the interpreter's
-    exit, gloo's threads were seen to abort a rank (SIGABRT, "terminate called without an
-    active exception") under torchrun."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+        leave_process_group()  # before exit: gloo threads left to it abort the rank
 
 
 @contextmanager
