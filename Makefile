@@ -95,6 +95,9 @@ bench-data: install ## Data loading throughput of every recipe's paper datamodul
 	MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=68719476736 MALLOC_TOP_PAD_=1073741824 \
 		$(PY) benchmarks/data_throughput.py $(if $(REHEARSE),--recipes $(REHEARSE))
 
+bench-music: bench-install ## Music separators (Conv-TasNet, Open-Unmix, HTDemucs, BS-RoFormer) on a 30 s stereo 44.1 kHz song beside their reference packages: speed, memory, parameters; writes BENCHMARKS.md's section
+	$(PY) benchmarks/music_models.py
+
 bench-stream: install ## Streaming latency and real-time factor of the causal Conv-TasNet (mini and paper configurations) per block size; writes BENCHMARKS.md's section
 	MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=68719476736 MALLOC_TOP_PAD_=1073741824 \
 		$(PY) benchmarks/streaming.py
@@ -109,4 +112,4 @@ leaderboard: install ## Regenerate LEADERBOARD.md (+ .csv, .png) from results/**
 clean: ## Remove logs, caches and build files (keeps results/, .venv and data/)
 	rm -rf lightning_logs .pytest_cache .ruff_cache build dist
 
-.PHONY: help ffmpeg install test test-slow test-all lint recipe recipes bench bench-install gpu-check rehearse bench-data bench-stream leaderboard oracle clean
+.PHONY: help ffmpeg install test test-slow test-all lint recipe recipes bench bench-install gpu-check rehearse bench-data bench-music bench-stream leaderboard oracle clean

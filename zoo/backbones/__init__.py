@@ -4,6 +4,7 @@ contract) and maps ``(B, C, T)`` waveforms to ``(B, S, C, T)``."""
 from .audioslots import AudioSlots, AudioSlotsAutoencoder
 from .base import Backbone, ContractError
 from .convtasnet import ConvTasNet, conv_tasnet_paper, tdcnpp_mixit
+from .htdemucs import HTDemucs, htdemucs_paper
 from .metatasnet import MetaTasNet
 from .openunmix import OpenUnmix, OpenUnmixTarget
 from .oracle import OracleMask
@@ -16,6 +17,7 @@ __all__ = [
     "Backbone",
     "ContractError",
     "ConvTasNet",
+    "HTDemucs",
     "MetaTasNet",
     "OpenUnmix",
     "OpenUnmixTarget",
@@ -24,6 +26,7 @@ __all__ = [
     "SpectrogramUNet",
     "bs_roformer_paper",
     "conv_tasnet_paper",
+    "htdemucs_paper",
     "mel_roformer_paper",
     "tdcnpp_mixit",
 ]

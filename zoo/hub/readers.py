@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..backbones.base import Backbone
 from . import convert
+from .convert_demucs import from_demucs
 from .folder import CONFIG, load_backbone
 
 __all__ = ["FORMATS", "detect", "load_format", "load_path"]
@@ -32,7 +33,21 @@ FORMATS: dict[str, Callable[..., tuple[Backbone, dict]]] = {
     "torchaudio-convtasnet": _peer(convert.from_torchaudio_convtasnet),  # a state-dict file
     "openunmix": _peer(convert.from_openunmix),  # a folder of <target>.pth (+ .json)
     "roformer": _peer(convert.from_roformer),  # a state dict file + its YAML config
+    "demucs": _peer(from_demucs),  # a .th / .safetensors model, or a bag YAML beside its models
 }
+
+
+def _is_demucs(path: Path) -> bool:
+    if path.suffix == ".th":
+        return True
+    if path.suffix in (".yaml", ".yml"):
+        return True  # a bag; from_demucs says so if it is not one
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            return "klass" in (f.metadata() or {})
+    return False
 
 
 def detect(path: str | Path) -> str:
@@ -44,9 +59,13 @@ def detect(path: str | Path) -> str:
             raise convert.ConversionError(
                 f"{config} is not a regular file (a FIFO, a device or a folder): not a zoo model"
             )
-        return "zoo" if config.is_file() else "openunmix"
+        if config.is_file():
+            return "zoo"
+        return "demucs" if any(path.glob("*.yaml")) else "openunmix"
     if not path.is_file():
         raise convert.ConversionError(f"{path} does not exist")
+    if _is_demucs(path):
+        return "demucs"
     ckpt = convert.load_checkpoint(path)
     if "model_name" in ckpt:
         return "asteroid"

@@ -5,6 +5,7 @@ from .pit import FixedOrderLoss, HungarianLoss, PITLoss, best_matching
 from .semisup import SemiSupervisedLoss
 from .signal import (
     NegSISDR,
+    PairwiseL1,
     PairwiseLoss,
     PairwiseMSE,
     PairwiseSpectralL1,
@@ -17,6 +18,7 @@ __all__ = [
     "NegSISDR",
     "ThresholdedSNR",
     "PairwiseMSE",
+    "PairwiseL1",
     "PairwiseSpectralL1",
     "PairwiseSpectralMSE",
     "PITLoss",

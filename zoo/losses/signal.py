@@ -30,6 +30,7 @@ __all__ = [
     "NegSISDR",
     "ThresholdedSNR",
     "PairwiseMSE",
+    "PairwiseL1",
     "check_same_trailing_shape",
 ]
 
@@ -198,6 +199,21 @@ class PairwiseMSE(PairwiseLoss):
 
     def silence(self, est_energy, numel):
         return est_energy / numel
+
+
+class PairwiseL1(nn.Module):
+    """Pairwise mean absolute difference of the waveforms (Demucs' training loss).
+
+    Not an inner-product loss, so it serves PIT and fixed-order matching only.
+
+    Shape:
+        est ``(B, n_est, *, T)``, ref ``(B, n_ref, *, T)`` → ``(B, n_est, n_ref)``.
+    """
+
+    def forward(self, est: Tensor, ref: Tensor) -> Tensor:
+        check_same_trailing_shape(est, ref, type(self).__name__)
+        e, r = est.flatten(2), ref.flatten(2)
+        return torch.cdist(e, r, p=1) / e.shape[-1]
 
 
 class PairwiseSpectralL1(nn.Module):

@@ -289,3 +289,15 @@ def test_spectral_l1_pairwise_and_pit():
     torch.testing.assert_close(pw[0, 0, 1], (mag(est[0, 0]) - mag(ref[0, 1])).abs().mean())
     _, info = PITLoss(loss)(est, ref)
     assert info["perm"].tolist() == [[1, 0]] * 3
+
+
+def test_waveform_l1_pairwise_and_pit():
+    from zoo.losses import PairwiseL1
+
+    ref = torch.randn(3, 2, 2, 500)  # stereo sources
+    est = ref[:, [1, 0]] + 0.01 * torch.randn(3, 2, 2, 500)
+    pw = PairwiseL1()(est, ref)
+    assert pw.shape == (3, 2, 2)
+    torch.testing.assert_close(pw[2, 0, 1], (est[2, 0] - ref[2, 1]).abs().mean())
+    _, info = PITLoss(PairwiseL1())(est, ref)
+    assert info["perm"].tolist() == [[1, 0]] * 3

@@ -9,6 +9,7 @@ from zoo.backbones import (
     AudioSlots,
     AudioSlotsAutoencoder,
     ConvTasNet,
+    HTDemucs,
     MetaTasNet,
     OpenUnmix,
     RoFormer,
@@ -35,6 +36,7 @@ EXPECTED = {
     "musdb18_convtasnet": (ConvTasNet, FixedOrderLoss, 4, 4_900_000),
     "musdb18_metatasnet": (MetaTasNet, FixedOrderLoss, 4, 45_070_325),
     "musdb18_bsroformer": (RoFormer, FixedOrderLoss, 4, 222_335_748),
+    "musdb18_htdemucs": (HTDemucs, FixedOrderLoss, 4, 26_899_536),
 }
 
 
