@@ -20,12 +20,13 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 TITLE = "## Music separators: one 30 s stereo 44.1 kHz song, CPU"
 
 CASE = r"""
 import json, statistics, sys, time, torch
 torch.set_num_threads(2)
-model_name, impl, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+model_name, impl, mode, seconds = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
 SOURCES = ["vocals", "drums", "bass", "other"]
 if model_name == "convtasnet":
     from zoo.backbones import ConvTasNet
@@ -62,8 +63,8 @@ elif model_name == "bsroformer":
                        freq_transformer_depth=1)
     call = model
 model.eval()
-params = sum(p.numel() for p in model.parameters())
-x = torch.randn(1, 2, 30 * 44100)
+params = sum(p.numel() for p in model.parameters() if p.requires_grad)  # trained ones
+x = torch.randn(1, 2, int(seconds * 44100))
 def run():
     with torch.inference_mode():
         call(x)
@@ -95,14 +96,14 @@ CASES = [
 ]
 
 
-def one(model: str, impl: str, repeats: int) -> dict:
+def one(model: str, impl: str, repeats: int, seconds: float = 30.0) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     env["MALLOC_MMAP_THRESHOLD_"] = str(1 << 20)
     env["PYTHONPATH"] = str(REPO)
     row = {}
     for mode in (str(repeats), "memory"):
-        out = subprocess.run([sys.executable, "-c", CASE, model, impl.split()[0], mode],
-                             capture_output=True, text=True, cwd=REPO, env=env)  # fmt: skip
+        cmd = [sys.executable, "-c", CASE, model, impl.split()[0], mode, str(seconds)]
+        out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env)
         if out.returncode:
             raise RuntimeError(out.stderr[-2000:])
         row.update(json.loads(out.stdout.strip().splitlines()[-1]))
@@ -135,6 +136,7 @@ def main() -> int:
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--seconds", type=float, default=30.0, help="song length (the table: 30)")
     p.add_argument("--models", nargs="*", default=None, help="default: all")
     p.add_argument("--benchmarks", default=str(REPO / "BENCHMARKS.md"))
     p.add_argument("--no-write", action="store_true")
@@ -144,14 +146,14 @@ def main() -> int:
         if a.models and model not in a.models:
             continue
         try:
-            r = one(model, impl, a.repeats)
+            r = one(model, impl, a.repeats, a.seconds)
         except Exception as e:  # noqa: BLE001 - a missing peer is reported, not fatal
             r = {"error": f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:120]}"}
         rows.append((model, impl, desc, r))
         print(json.dumps({"model": model, "impl": impl, **r}), flush=True)
     section = render(rows)
     print(section)
-    if not a.no_write:
+    if not a.no_write and a.seconds == 30.0:
         update_section(Path(a.benchmarks), TITLE, section)
     return 1 if any("error" in r for *_, r in rows) else 0
 

@@ -73,6 +73,30 @@ def test_data_throughput_bench_reports_every_column(tmp_path):
 
 
 @pytest.mark.system
+def test_music_bench_reports_every_model_beside_its_package():
+    """`make bench-music` on a 1 s song: every model, the zoo's and the reference package's rows
+    (a peer that is not installed is an error row, and the script exits 1)."""
+    script = SCRIPT.parent / "music_models.py"
+    cmd = [sys.executable, str(script), "--seconds", "1", "--repeats", "1", "--no-write"]
+    run = subprocess.run(cmd, capture_output=True, text=True)
+    rows = [json.loads(line) for line in run.stdout.splitlines() if line[:1] == "{"]
+    assert [(r["model"], r["impl"].split()[0]) for r in rows] == [
+        ("convtasnet", "zoo"), ("openunmix", "zoo"), ("openunmix", "openunmix"),
+        ("htdemucs", "zoo"), ("htdemucs", "demucs"), ("bsroformer", "zoo"),
+        ("bsroformer", "bs-roformer"),
+    ]  # fmt: skip
+    for r in rows:
+        if r["impl"] == "zoo" or "error" not in r:
+            assert r["median_s"] > 0 and r["peak_mib"] > 0 and r["params"] > 0, r
+    zoo = {r["model"]: r["params"] for r in rows if r["impl"] == "zoo"}
+    assert zoo["htdemucs"] == 26_899_536 and zoo["bsroformer"] == 222_335_748
+    for r in rows:  # the same network on both sides: the same parameter count
+        if r["impl"] != "zoo" and "error" not in r:
+            assert r["params"] == zoo[r["model"]], r
+    assert run.returncode == (1 if any("error" in r for r in rows) else 0), run.stderr[-2000:]
+
+
+@pytest.mark.system
 def test_streaming_bench_reports_latency_and_rtf_per_block_size():
     """`make bench-stream` on a short input (5 s, so in the default suite): both
     configurations, every block size, and the streamed output equal to the offline model's."""
