@@ -555,10 +555,11 @@ class HTDemucs(Backbone, Exportable):
         weights = bag_weights or [[1.0] * self.n_src]
         if any(len(row) != self.n_src for row in weights):
             raise ValueError(f"bag_weights: one row per network, {self.n_src} weights per row")
-        totals = torch.tensor(weights).sum(0)
-        if (totals <= 0).any():
+        totals = [sum(column) for column in zip(*weights, strict=True)]
+        if min(totals) <= 0:
             raise ValueError("bag_weights: every stem needs a positive total weight")
-        self.register_buffer("bag", torch.tensor(weights) / totals, persistent=False)
+        normalised = [[w / t for w, t in zip(row, totals, strict=True)] for row in weights]
+        self.register_buffer("bag", torch.tensor(normalised), persistent=False)
         net = dict(n_src=self.n_src, audio_channels=audio_channels, channels=channels,
                    channels_time=channels_time, growth=growth, n_fft=n_fft, depth=depth,
                    rewrite=rewrite, freq_emb=freq_emb, emb_scale=emb_scale,

@@ -60,6 +60,23 @@ def test_shapes_gradients_segment_and_export_refusal():
         _tiny(bag_weights=[[1, 0, 0, 0], [1, 0, 0, 0]])
 
 
+def test_a_bag_exports_to_a_zoo_folder_and_loads_back(tmp_path):
+    """What every recipe does with its trained model (loading builds it on the meta device
+    first, to check the weights' shapes)."""
+    from zoo.hub.folder import export_model
+
+    torch.manual_seed(0)
+    args = dict(sources=SOURCES, sample_rate=8000, segment=1.0, n_fft=1024, **TINY,
+                bag_weights=[[1, 0, 0, 1], [0, 1, 1, 1]])  # fmt: skip
+    model = HTDemucs(**args).eval()
+    folder = export_model(model, {"class_path": "zoo.backbones.HTDemucs", "init_args": args},
+                          tmp_path / "model")  # fmt: skip
+    loaded = zoo.load(folder)
+    x = torch.randn(1, 2, 3000)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+
+
 def test_paper_size():
     """demucs' default configuration: 26,899,536 parameters (26.9 M, the paper's HT Demucs)."""
     model = htdemucs_paper()
