@@ -132,6 +132,8 @@ def test_oracles_run_the_recipe_test(tiny_libri2mix, tmp_path, monkeypatch):
     assert irm["si_sdri"] > 5 > abs(mixture["si_sdri"])  # the mixture's SI-SDRi is 0 by definition
     assert mixture["si_sdri"] == pytest.approx(0.0, abs=1e-4)
     assert irm["n_items"] == TINY_SPEC["n_test"] and "sdri" in irm
+    # the masks' STFT is recorded with each number
+    assert irm["oracle_settings"] == {"n_fft": 256, "hop": 64, "chunk_seconds": None}
     assert (tmp_path / "libri2mix_pit-oracle-irm" / "metrics.json").is_file()
 
 

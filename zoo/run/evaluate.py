@@ -240,6 +240,8 @@ def run_oracles(
             },
         }
         out = Path(results) / f"{run.recipe.name}-oracle-{kind}"
-        extra = {"model": f"oracle-{kind}", "oracle": True}
+        # the masks' settings: the same oracle at another STFT is another number
+        settings = {"n_fft": n_fft, "hop": hop, "chunk_seconds": chunk_seconds}
+        extra = {"model": f"oracle-{kind}", "oracle": True, "oracle_settings": settings}
         rows.append(test_with_recipe(run.to(out), config, extra=extra))
     return rows
