@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import zoo
+from tests.conftest import has_module
 from zoo.backbones import HTDemucs, htdemucs_paper
 from zoo.backbones.capabilities import ExportRefused
 from zoo.hub.convert import ConversionError
@@ -20,6 +21,9 @@ SOURCES = ["drums", "bass", "other", "vocals"]
 # branch), DConv in encoder and decoder, bottom channels, 2 transformer layers (self + cross)
 TINY = dict(channels=8, depth=4, t_layers=2, t_heads=2, dconv_mode=3, bottom_channels=16)
 TINY_DEMUCS = dict(TINY, nfft=4096, samplerate=8000)
+needs_peer = pytest.mark.skipif(
+    not has_module("demucs"), reason="peer not installed (make bench-install)"
+)
 
 
 def _tiny(**kw) -> HTDemucs:
@@ -84,6 +88,7 @@ def test_paper_size():
     assert model.segment_samples == 343980  # 7.8 s at 44.1 kHz
 
 
+@needs_peer
 @pytest.mark.peers
 def test_paper_size_equals_the_package():
     from demucs.htdemucs import HTDemucs as Peer
@@ -140,6 +145,7 @@ def _close(got, want):
     assert (got - want).abs().max() <= 1e-4 * want.abs().max()
 
 
+@needs_peer
 @pytest.mark.peers
 @pytest.mark.parametrize("nfft", [4096, 1024])
 def test_th_and_safetensors_equal_apply_model(nfft, tmp_path):
@@ -159,6 +165,7 @@ def test_th_and_safetensors_equal_apply_model(nfft, tmp_path):
     assert ours_th.backbone.segment_samples == 12000 and ours_th.sources == SOURCES
 
 
+@needs_peer
 @pytest.mark.peers
 @pytest.mark.parametrize(
     "weights", [None, [[1, 0, 0, 0], [0, 1, 1, 1]], [[1, 1, 0.5, 1], [1, 1, 2, 0]]]
@@ -183,6 +190,7 @@ def test_bags_equal_apply_model(weights, tmp_path):
     assert ours.backbone.architecture == "HTDemucs (bag of 2)"
 
 
+@needs_peer
 @pytest.mark.peers
 def test_options_not_built_and_foreign_pickles_are_refused(tmp_path):
     from demucs.hdemucs import HDemucs
