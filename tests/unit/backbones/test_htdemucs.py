@@ -222,3 +222,39 @@ def test_registry_entries_pin_demucs_hash_prefixes():
     for name, spec in ft.items():  # <sig>-<8 hex of the sha256>.th, as demucs names them
         if name.endswith(".th"):
             assert spec["sha256_prefix"] == name.split("-")[1][:8]
+
+
+def test_a_registry_bag_downloads_checks_and_loads(tmp_path, monkeypatch):
+    """htdemucs_ft's shape, served from local files without demucs installed: a bag YAML and its
+    member in the safetensors form (JSON metadata), each pinned by its sha256, loaded as zoo.load
+    does for a registry name."""
+    import hashlib
+
+    import yaml
+    from safetensors.torch import save_file
+
+    from zoo.hub import registry
+
+    torch.manual_seed(0)
+    args = dict(sources=SOURCES, sample_rate=8000, segment=1.0, n_fft=4096, **TINY)
+    model = HTDemucs(**args).eval()
+    src = tmp_path / "published"
+    src.mkdir()
+    demucs_kwargs = {"sources": SOURCES, "samplerate": 8000, "segment": 1.0, "nfft": 4096,
+                     **TINY}  # fmt: skip
+    state = {k.removeprefix("models.0."): v.contiguous() for k, v in model.state_dict().items()}
+    meta = {"klass": "demucs.htdemucs.HTDemucs", "args": "[]", "kwargs": json.dumps(demucs_kwargs)}
+    save_file(state, str(src / "cafe0001.safetensors"), meta)
+    (src / "bag.yaml").write_text(yaml.safe_dump({"models": ["cafe0001"]}))
+    files = {
+        f: {"url": (src / f).as_uri(), "sha256": hashlib.sha256((src / f).read_bytes()).hexdigest()}
+        for f in ("bag.yaml", "cafe0001.safetensors")
+    }
+    entry = {"format": "demucs", "description": "test", "weights": "bag.yaml", "files": files}
+    monkeypatch.setitem(registry.REGISTRY, "tiny-htdemucs", entry)
+    monkeypatch.setenv("ZOO_PINS", str(tmp_path / "pins.json"))
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    sep = zoo.load("tiny-htdemucs", download=True)
+    x = torch.randn(1, 2, 5000)
+    with torch.no_grad():
+        assert torch.equal(sep(x), model(x))
